@@ -1,0 +1,57 @@
+"""``napari-knossos`` console script: open napari with the sample, or with the given datasets."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+__all__ = ["main", "open_viewer"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="napari-knossos",
+        description="Open KNOSSOS, webKnossos or Zarr datasets (paths or http(s) URLs) in napari; "
+        "with no path, the bundled synthetic neuropil sample.",
+    )
+    p.add_argument("paths", nargs="*", help="dataset paths or URLs (default: the bundled sample)")
+    p.add_argument("--sample", choices=["knossos", "webknossos"], default="knossos",
+                   help="which copy of the sample to open when no path is given (default: knossos)")
+    p.add_argument("--screenshot", metavar="PNG", help="save a screenshot of the viewer and exit")
+    p.add_argument("--ndisplay", type=int, choices=[2, 3], default=2)
+    return p
+
+
+def open_viewer(paths: list[str], sample: str = "knossos", ndisplay: int = 2, show: bool = True):
+    """A napari viewer with ``paths`` (or the sample) opened by this plugin."""
+    import napari
+
+    viewer = napari.Viewer(title="napari-knossos", show=show, ndisplay=ndisplay)
+    if paths:
+        for path in paths:
+            viewer.open(path, plugin="napari-knossos")
+    else:
+        viewer.open_sample("napari-knossos", f"neuropil_{sample}")
+    if viewer.layers:
+        viewer.reset_view()
+        step = list(viewer.dims.current_step)
+        step[0] = viewer.dims.nsteps[0] // 2  # start in the middle of the stack
+        viewer.dims.current_step = tuple(step)
+    return viewer
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    import napari
+
+    viewer = open_viewer(args.paths, args.sample, args.ndisplay, show=True)
+    if args.screenshot:
+        viewer.screenshot(args.screenshot, canvas_only=False, flash=False)
+        viewer.close()
+        return 0
+    napari.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
