@@ -60,6 +60,7 @@ class _Handler(SimpleHTTPRequestHandler):
 @contextmanager
 def serve(directory, credentials: str | None = None):
     """Serve ``directory`` on 127.0.0.1:<free port>; yields the server (``.url``, ``.requests``)."""
+    ThreadingHTTPServer.request_queue_size = 64  # the chunk pool opens many connections at once
     server = ThreadingHTTPServer(("127.0.0.1", 0), partial(_Handler, directory=os.fspath(directory)))
     server.lock = threading.Lock()
     server.requests = []
