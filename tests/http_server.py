@@ -48,7 +48,10 @@ class _Handler(SimpleHTTPRequestHandler):
         start, end = rng.removeprefix("bytes=").split("-")
         with open(path, "rb") as f:
             data = f.read()
-        start, end = int(start), min(int(end), len(data) - 1)
+        if start == "":  # suffix range: the last `end` bytes
+            start, end = max(len(data) - int(end), 0), len(data) - 1
+        else:
+            start, end = int(start), min(int(end or len(data) - 1), len(data) - 1)
         body = data[start : end + 1]
         self.send_response(206)
         self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")

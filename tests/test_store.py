@@ -72,3 +72,11 @@ def test_http_timeout_is_bounded():
         HttpStore(f"http://127.0.0.1:{port}", timeout=0.3, retries=1).read("x")
     assert time.perf_counter() - t0 < 5
     sock.close()
+
+
+def test_suffix_reads_local_and_http(folder):
+    assert open_store(folder).read_suffix("a/b.bin", 3) == bytes([253, 254, 255])
+    assert open_store(folder).read_suffix("a/b.bin", 1000) == bytes(range(256))
+    with serve(folder) as srv:
+        assert open_store(srv.url).read_suffix("a/b.bin", 3) == bytes([253, 254, 255])
+        assert open_store(srv.url).read_suffix("a/none", 3) is None

@@ -45,6 +45,11 @@ class Store:
         data = self.read(key)
         return None if data is None else data[offset : offset + length]
 
+    def read_suffix(self, key: str, length: int) -> bytes | None:
+        """The last ``length`` bytes of ``key`` (a shard index, say)."""
+        data = self.read(key)
+        return None if data is None else data[-length:]
+
     def exists(self, key: str) -> bool:
         return self.read(key) is not None
 
@@ -85,6 +90,17 @@ class LocalStore(Store):
             return None
         try:
             return os.pread(fd, length, offset)
+        finally:
+            os.close(fd)
+
+    def read_suffix(self, key: str, length: int) -> bytes | None:
+        try:
+            fd = os.open(self._path(key), os.O_RDONLY)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None
+        try:
+            size = os.fstat(fd).st_size
+            return os.pread(fd, min(length, size), max(size - length, 0))
         finally:
             os.close(fd)
 
@@ -183,6 +199,12 @@ class HttpStore(Store):
         data = self._get(key, {"Range": f"bytes={offset}-{offset + length - 1}"})
         if data is not None and len(data) > length:  # server ignored Range
             data = data[offset : offset + length]
+        return data
+
+    def read_suffix(self, key: str, length: int) -> bytes | None:
+        data = self._get(key, {"Range": f"bytes=-{length}"})  # RFC 9110 suffix range
+        if data is not None and len(data) > length:  # server ignored Range
+            data = data[-length:]
         return data
 
 
