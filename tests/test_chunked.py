@@ -3,7 +3,6 @@
 import threading
 import warnings
 
-import dask.array as da
 import numpy as np
 import pytest
 

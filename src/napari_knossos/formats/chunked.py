@@ -21,7 +21,7 @@ import numpy as np
 
 from .cache import CHUNK_CACHE, ChunkCache
 
-__all__ = ["ChunkedArray", "CorruptChunkError", "chunk_pool"]
+__all__ = ["ChunkedArray", "CorruptChunkError", "chunk_pool", "warn_corrupt"]
 
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
@@ -50,7 +50,8 @@ _WARNED: set[str] = set()
 _WARNED_LOCK = threading.Lock()
 
 
-def _warn_corrupt(err: CorruptChunkError) -> None:
+def warn_corrupt(err: CorruptChunkError) -> None:
+    """Warn once per source file that a corrupt chunk reads as zeros."""
     with _WARNED_LOCK:
         if err.source in _WARNED:
             return
@@ -212,7 +213,7 @@ class ChunkedArray:
         try:
             data = self.read_chunk(idx)
         except CorruptChunkError as err:
-            _warn_corrupt(err)
+            warn_corrupt(err)
             data = None
         if data is not None:
             want = (self.channels, *self.chunk_zyx)

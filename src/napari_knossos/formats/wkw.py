@@ -22,7 +22,7 @@ import cramjam
 import numpy as np
 
 from .cache import ChunkCache
-from .chunked import ChunkedArray, CorruptChunkError, _warn_corrupt, chunk_pool
+from .chunked import ChunkedArray, CorruptChunkError, warn_corrupt, chunk_pool
 from .model import mag_extent
 from .store import LocalStore, RemoteAccessError, Store
 
@@ -671,7 +671,7 @@ class WkwArray(ChunkedArray):
                 try:
                     data = self.mag.read_block(*idx)
                 except CorruptChunkError as err:
-                    _warn_corrupt(err)
+                    warn_corrupt(err)
                     data = None
                 place(idx, data)
                 cache.put(key + idx, data)
@@ -681,7 +681,7 @@ class WkwArray(ChunkedArray):
             place(idx, None)
             cache.put(key + idx, None)
         for idx, err in errors:
-            _warn_corrupt(err)
+            warn_corrupt(err)
             place(idx, None)
             cache.put(key + idx, None)
         if not runs:
@@ -703,7 +703,7 @@ class WkwArray(ChunkedArray):
             for r, sl, first in part:
                 for idx, data, err in self.mag.read_run(r, sl, first):
                     if err is not None:
-                        _warn_corrupt(err)
+                        warn_corrupt(err)
                     place(idx, data)
                     cache.put(key + idx, data)
 
