@@ -251,7 +251,8 @@ def test_knossos_dataset_files(knossos_dataset):
     assert all(layer["Extent_px"] == [70, 50, 40] and layer["CubeShape_px"] == [32, 32, 32] for layer in parsed)
     assert parsed[0]["VoxelSize_nm"] == [[9.5, 9.5, 30], [19, 19, 60], [38, 38, 120]]
     assert all(layer["ServerFormat"] == "knossos" for layer in parsed)
-    assert (root / "knossos.conf").read_text() == legacy_conf_text("testds", (70, 50, 40), (9.5, 9.5, 30), 1, 32, ".png")
+    root_conf = legacy_conf_text("testds", (70, 50, 40), (9.5, 9.5, 30), 1, 32, ".png")
+    assert (root / "knossos.conf").read_text() == root_conf
     for i, mag in enumerate((1, 2, 4)):
         conf = (root / f"mag{mag}" / "knossos.conf").read_text()
         boundary = tuple(-(-e // mag) for e in (70, 50, 40))
@@ -289,7 +290,8 @@ def test_knossos_dataset_validates_shapes(tmp_path):
     with pytest.raises(ValueError, match="mag 2"):
         write_knossos_dataset(tmp_path, "e", (1, 1, 1), [KnossosLayerSpec(".raw", [image, image])])
     with pytest.raises(ValueError, match="same cube type"):
-        write_knossos_dataset(tmp_path, "e", (1, 1, 1), [KnossosLayerSpec(".raw", [image]), KnossosLayerSpec(".raw", [image])])
+        twice = [KnossosLayerSpec(".raw", [image]), KnossosLayerSpec(".raw", [image])]
+        write_knossos_dataset(tmp_path, "e", (1, 1, 1), twice)
 
 
 def test_knossos_dataset_noncubic_cubes_skip_legacy_conf(tmp_path):
@@ -454,7 +456,8 @@ def test_wk_dataset_round_trip_through_reader_and_tensorstore(wk_dataset):
         for (factor, volume), mag in zip(spec.mags.items(), layer.mags):
             assert mag.factor == (factor,) * 3
             assert np.array_equal(np.asarray(mag.array[:]), volume)
-            store = ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": str(root / spec.name / str(factor))}}).result()
+            kvstore = {"driver": "file", "path": str(root / spec.name / str(factor))}
+            store = ts.open({"driver": "zarr3", "kvstore": kvstore}).result()
             assert store.domain.labels == ("c", "x", "y", "z")
             full = store.read().result()
             z, y, x = volume.shape
@@ -475,7 +478,8 @@ def test_wk_dataset_overwrite_and_validation(tmp_path):
     with pytest.raises(ValueError, match="mag 2"):
         write_webknossos_dataset(tmp_path / "e", (1, 1, 1), [bad])
     with pytest.raises(ValueError, match="no mag 1"):
-        write_webknossos_dataset(tmp_path / "e", (1, 1, 1), [WkLayerSpec("x", "color", {2: np.zeros((2, 2, 2), np.uint8)})])
+        no_mag1 = WkLayerSpec("x", "color", {2: np.zeros((2, 2, 2), np.uint8)})
+        write_webknossos_dataset(tmp_path / "e", (1, 1, 1), [no_mag1])
     assert not (tmp_path / "e").exists()
 
 
@@ -492,7 +496,8 @@ for name, layer in ds.layers.items():
              "largest_segment_id": getattr(layer, "largest_segment_id", None), "mags": {}}
     for mag, view in layer.mags.items():
         a = view.read()
-        entry["mags"][mag.to_layer_name()] = [list(a.shape), hashlib.sha256(np.ascontiguousarray(a[0].transpose(2, 1, 0)).tobytes()).hexdigest()]
+        zyx = np.ascontiguousarray(a[0].transpose(2, 1, 0))
+        entry["mags"][mag.to_layer_name()] = [list(a.shape), hashlib.sha256(zyx.tobytes()).hexdigest()]
     out["layers"][name] = entry
 out["names"] = [Mag(m).to_layer_name() for m in (1, 2, (2, 2, 2), (2, 2, 1))]
 print(json.dumps(out))

@@ -33,6 +33,10 @@ def open_viewer(paths: list[str], sample: str = "knossos", ndisplay: int = 2, sh
     else:
         viewer.open_sample("napari-knossos", f"neuropil_{sample}")
     if viewer.layers:
+        viewer.canvas.overlays.scale_bar.visible = True  # units come from the layers (nm)
+        for layer in viewer.layers:
+            if type(layer).__name__ == "Labels":
+                layer.opacity = 0.45
         viewer.reset_view()
         step = list(viewer.dims.current_step)
         step[0] = viewer.dims.nsteps[0] // 2  # start in the middle of the stack
@@ -45,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     import napari
 
     viewer = open_viewer(args.paths, args.sample, args.ndisplay, show=True)
+    viewer.window.resize(1400, 900)
     if args.screenshot:
         viewer.screenshot(args.screenshot, canvas_only=False, flash=False)
         viewer.close()
