@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_volumes.py [--size 512] [--repeat 5] [--out benchmarks/results/volumes.json]
 
 Writes a 512³ uint8 dataset three ways into benchmarks/_data/ (once), then times:
-  * WKW (LZ4HC, 32³ blocks, 1024³ files): 256³ cutout and random 32³ buckets, ours vs libwkw (`wkw`)
+  * WKW (LZ4HC, 32³ blocks, 256³ files): 256³ cutout and random 32³ buckets, ours vs libwkw (`wkw`)
   * zarr3 (webKnossos layout: shard 128³, inner 32³, zstd 5): ours vs `tensorstore`
   * KNOSSOS raw cubes (128³): throughput of 256³ cutouts and a whole-volume read, ours alone
 Our reader is timed with its decoded-chunk cache cleared before each repetition (cold
@@ -60,11 +60,11 @@ def write_wkw(root: Path, vol: np.ndarray) -> Path:
         return ds
     mag = ds / "color" / "1"
     mag.mkdir(parents=True)
-    with wkw.Dataset.create(str(mag), wkw.Header(np.uint8, block_len=32, file_len=32,
+    with wkw.Dataset.create(str(mag), wkw.Header(np.uint8, block_len=32, file_len=8,
                                                   block_type=wkw.Header.BLOCK_TYPE_LZ4HC)) as d:
         d.write((0, 0, 0), vol)
     (ds / "datasource-properties.json").write_text(json.dumps(properties("wkw", "wkw", vol.shape[0],
-                                                                          {"cubeLength": 1024})))
+                                                                          {"cubeLength": 256})))
     return ds
 
 

@@ -26,7 +26,13 @@ def open_viewer(paths: list[str], sample: str = "knossos", ndisplay: int = 2, sh
     """A napari viewer with ``paths`` (or the sample) opened by this plugin."""
     import napari
 
-    viewer = napari.Viewer(title="napari-knossos", show=show, ndisplay=ndisplay)
+    viewer = napari.Viewer(title="napari-knossos", show=False, ndisplay=ndisplay)
+    if show:
+        from napari.qt import get_qapp
+
+        viewer.window.resize(1400, 900)
+        viewer.window.show()
+        get_qapp().processEvents()  # let the canvas take its size before reset_view
     if paths:
         for path in paths:
             viewer.open(path, plugin="napari-knossos")
@@ -36,7 +42,7 @@ def open_viewer(paths: list[str], sample: str = "knossos", ndisplay: int = 2, sh
         viewer.canvas.overlays.scale_bar.visible = True  # units come from the layers (nm)
         for layer in viewer.layers:
             if type(layer).__name__ == "Labels":
-                layer.opacity = 0.45
+                layer.opacity = 0.4
         viewer.reset_view()
         step = list(viewer.dims.current_step)
         step[0] = viewer.dims.nsteps[0] // 2  # start in the middle of the stack
@@ -49,7 +55,6 @@ def main(argv: list[str] | None = None) -> int:
     import napari
 
     viewer = open_viewer(args.paths, args.sample, args.ndisplay, show=True)
-    viewer.window.resize(1400, 900)
     if args.screenshot:
         viewer.screenshot(args.screenshot, canvas_only=False, flash=False)
         viewer.close()
