@@ -113,3 +113,12 @@ def test_webknossos_over_http(tmp_path):
             a = local.layer(name).mags[1].array
             b = remote.layer(name).mags[1].array
             np.testing.assert_array_equal(a[10:50, 5:90, 17:100], b[10:50, 5:90, 17:100])
+
+
+def test_open_missing_url_names_404(tmp_path):
+    with serve(tmp_path) as srv:
+        with pytest.raises(ValueError, match="HTTP 404"):
+            open_dataset(f"{srv.url}/nothing/knossos.conf")
+    with serve(tmp_path, credentials="a:b") as srv:
+        with pytest.raises((ValueError, RemoteAccessError), match="401"):
+            open_dataset(f"{srv.url}/secret.zarr")

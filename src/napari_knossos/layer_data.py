@@ -20,6 +20,7 @@ import hashlib
 import dask.array as da
 import numpy as np
 
+from .formats.chunked import ArrayLikeMixin
 from .formats.model import Dataset, Layer, default_contrast_limits
 
 __all__ = ["LazyLevel", "lazy_dask", "layer_to_layer_data", "dataset_to_layer_data", "METADATA_KEY"]
@@ -45,7 +46,7 @@ def lazy_dask(array, name_hint: str) -> da.Array:
     )
 
 
-class LazyLevel:
+class LazyLevel(ArrayLikeMixin):
     """A lazily sliced view of an eager array-like (``shape``, ``dtype``, ``__getitem__``).
 
     Integer and positive-step slice keys compose without reading; ``np.asarray`` reads the
@@ -61,21 +62,6 @@ class LazyLevel:
     @property
     def shape(self) -> tuple[int, ...]:
         return tuple(len(r) for r in self._index if isinstance(r, range))
-
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    @property
-    def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
-
-    @property
-    def nbytes(self) -> int:
-        return self.size * self.dtype.itemsize
-
-    def __len__(self) -> int:
-        return self.shape[0]
 
     @property
     def chunks(self):

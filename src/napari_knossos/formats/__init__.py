@@ -47,4 +47,24 @@ def open_dataset(path: str | os.PathLike, **kwargs) -> Dataset:
             ok = False
         if ok:
             return opener(path, **kwargs)
-    raise ValueError(f"{os.fspath(path)}: not a KNOSSOS, webKnossos or Zarr dataset")
+    raise ValueError(f"{_display(path)}: not a KNOSSOS, webKnossos or Zarr dataset{_remote_hint(path)}")
+
+
+def _display(path) -> str:
+    from .store import is_url, open_store
+
+    return open_store(path).location() if is_url(os.fspath(path)) else os.fspath(path)
+
+
+def _remote_hint(path) -> str:
+    """For a URL: what the server said about the path itself (404, 401, ...)."""
+    from .store import RemoteAccessError, is_url, open_store, split_parent
+
+    if not is_url(os.fspath(path)):
+        return ""
+    parent, name = split_parent(os.fspath(path))
+    try:
+        found = open_store(parent).read(name)
+    except RemoteAccessError as err:
+        return f" ({err})"
+    return " (HTTP 404: nothing at this URL)" if found is None else ""

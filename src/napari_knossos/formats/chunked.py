@@ -21,7 +21,7 @@ import numpy as np
 
 from .cache import CHUNK_CACHE, ChunkCache
 
-__all__ = ["ChunkedArray", "CorruptChunkError", "chunk_pool", "warn_corrupt"]
+__all__ = ["ArrayLikeMixin", "ChunkedArray", "CorruptChunkError", "chunk_pool", "warn_corrupt"]
 
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
@@ -59,6 +59,28 @@ def warn_corrupt(err: CorruptChunkError) -> None:
     warnings.warn(f"corrupt chunk read as zeros: {err}", RuntimeWarning, stacklevel=3)
 
 
+class ArrayLikeMixin:
+    """``ndim``, ``size``, ``nbytes`` and ``len`` from ``shape`` and ``dtype``."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.dtype.itemsize
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+
 def _axis_chunks(n: int, chunk: int, origin: int) -> tuple[int, ...]:
     if n <= 0:
         return (0,)
@@ -70,7 +92,7 @@ def _axis_chunks(n: int, chunk: int, origin: int) -> tuple[int, ...]:
 ChunkReader = Callable[[tuple[int, int, int]], "np.ndarray | None"]
 
 
-class ChunkedArray:
+class ChunkedArray(ArrayLikeMixin):
     """Lazy ``(c, z, y, x)`` volume on a chunk grid, presented in ``layout`` axis order.
 
     Parameters
@@ -119,21 +141,6 @@ class ChunkedArray:
         return {"zyx": (z, y, x), "czyx": (self.channels, z, y, x), "zyxc": (z, y, x, self.channels)}[
             self.layout
         ]
-
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    @property
-    def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
-
-    @property
-    def nbytes(self) -> int:
-        return self.size * self.dtype.itemsize
-
-    def __len__(self) -> int:
-        return self.shape[0]
 
     @property
     def chunk_sizes(self) -> tuple[tuple[int, ...], ...]:
