@@ -30,8 +30,8 @@ def open_viewer(paths: list[str], sample: str = "knossos", ndisplay: int = 2, sh
     if show:
         from napari.qt import get_qapp
 
+        viewer.window.show()  # restores napari's saved geometry, so size it afterwards
         viewer.window.resize(1400, 900)
-        viewer.window.show()
         get_qapp().processEvents()  # let the canvas take its size before reset_view
     if paths:
         for path in paths:
