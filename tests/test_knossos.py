@@ -396,7 +396,16 @@ CORRUPTIONS = {
     "garbage snappy in zip": (".seg.sz.zip", lambda data: _zip_with(b"\xff\xff\xff\x7f garbage")),
     "short snappy payload": (".seg.sz.zip", lambda data: _zip_with(bytes(cramjam.snappy.compress_raw(b"\0" * 800)))),
     "empty zip": (".seg.sz.zip", lambda data: b"PK\x05\x06" + b"\0" * 18),
+    # a deflate bomb: 64 MiB of zeros inflating from ~64 KiB is refused before it is inflated
+    "zip bomb": (".seg.sz.zip", lambda data: _bomb()),
 }
+
+
+def _bomb() -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("x.seg.sz", b"\0" * (64 * 2**20))
+    return buf.getvalue()
 
 
 @pytest.mark.parametrize("case", list(CORRUPTIONS))

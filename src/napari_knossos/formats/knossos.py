@@ -668,12 +668,17 @@ def _decoder(spec: _LayerSpec) -> Callable[[bytes], np.ndarray]:
         import cramjam
 
         want = voxels * 8
+        max_payload = want + want // 6 + 64  # snappy's worst-case expansion
 
         def decode_seg_zip(data: bytes) -> np.ndarray:
             with zipfile.ZipFile(io.BytesIO(data)) as zf:
                 members = zf.namelist()
                 if not members:
                     raise ValueError("empty zip archive")
+                declared = zf.getinfo(members[0]).file_size
+                if declared > max_payload:  # zipfile never inflates past the declared size
+                    raise ValueError(f"member {members[0]!r} declares {declared} bytes, more than a "
+                                     f"snappy stream of a {cx}x{cy}x{cz} uint64 cube can hold")
                 payload = zf.read(members[0])
             n = cramjam.snappy.decompress_raw_len(payload)
             if n != want:
