@@ -359,3 +359,105 @@ def test_truncated_remote_file_reads_zeros_with_one_warning(tmp_path):
     assert len(messages) == 1 and "served/z0/y0/x1.wkw" in messages[0] and "truncated" in messages[0]
     np.testing.assert_array_equal(out[:, :, :32], want[:, :, :32])
     assert not out[:, :, 32:].any()
+
+
+# -- volumetric (cache-bypassing) and thin (cached) region reads ------------------------------------
+def _multi_file(tmp_path, dtype, channels, block_type, name="multi"):
+    """A 3x2x2-file volume (block 8, file 2 blocks: 16³ voxels per file) minus file z1/y0/x1."""
+    data = _volume(dtype, channels, (48, 32, 32), seed=11)  # (c, x, y, z)
+    root = tmp_path / name
+    header = wkw.Header(dtype, num_channels=channels, block_len=8, file_len=2, block_type=block_type)
+    with wkw.Dataset.create(str(root), header) as ds:
+        ds.write((0, 0, 0), np.asfortranarray(data if channels > 1 else data[0]))
+    (root / "z1" / "y0" / "x1.wkw").unlink()  # x 16..31, y 0..15, z 16..31
+    want = data.transpose(0, 3, 2, 1).copy()  # (c, z, y, x)
+    want[:, 16:32, 0:16, 16:32] = 0
+    return root, want
+
+
+@pytest.mark.parametrize(
+    "dtype,channels,block_type",
+    [(np.uint8, 1, 3), (np.uint16, 2, 1), (np.int32, 1, 2), (np.float32, 3, 2)],
+)
+def test_volumetric_reads_unaligned_windows(tmp_path, dtype, channels, block_type):
+    root, want = _multi_file(tmp_path, dtype, channels, block_type)
+    arr = WkwMag(open_store(root)).chunked(size_xyz=(48, 32, 32))
+    rng = np.random.default_rng(5)
+    boxes = [((0, 0, 0), (32, 32, 48)), ((8, 8, 8), (8, 8, 8)), ((16, 0, 16), (8, 8, 8)), ((3, 5, 7), (8, 9, 8))]
+    boxes += [(tuple(rng.integers(0, 12, 3)), tuple(rng.integers(8, 21, 3))) for _ in range(12)]
+    for (z, y, x), (sz, sy, sx) in boxes:
+        region = (slice(z, z + sz), slice(y, y + sy), slice(x, x + sx))
+        if channels == 1:
+            np.testing.assert_array_equal(arr[region], want[0][region])
+        else:
+            np.testing.assert_array_equal(arr[(slice(None), *region)], want[(slice(None), *region)])
+            np.testing.assert_array_equal(arr[(slice(1, 2), *region)], want[(slice(1, 2), *region)])
+    assert len(CHUNK_CACHE) == 0  # volumetric reads bypass the cache
+
+
+def test_thin_reads_fill_the_cache_and_hit_it(tmp_path):
+    root, want = _multi_file(tmp_path, np.uint8, 1, 3)
+    arr = WkwMag(open_store(root)).chunked(size_xyz=(48, 32, 32))
+    np.testing.assert_array_equal(arr[10], want[0, 10])  # a plane: 4 x 6 blocks
+    assert len(CHUNK_CACHE) == 4 * 6
+    hits = CHUNK_CACHE.hits
+    for z in range(11, 16):  # the next planes of the same blocks come from the cache
+        np.testing.assert_array_equal(arr[z], want[0, z])
+    assert CHUNK_CACHE.hits - hits == 5 * 4 * 6 and len(CHUNK_CACHE) == 4 * 6
+    np.testing.assert_array_equal(arr[8:16, :, 3:40], want[0, 8:16, :, 3:40])  # volumetric: same data
+    assert len(CHUNK_CACHE) == 4 * 6
+
+
+def test_volumetric_read_inside_a_pool_task(tmp_path):
+    """A read running on the chunk pool does not wait on the pool."""
+    from napari_knossos.formats.chunked import chunk_pool
+
+    root, want = _multi_file(tmp_path, np.uint16, 2, 2)
+    arr = WkwMag(open_store(root)).chunked(size_xyz=(48, 32, 32))
+    got = chunk_pool().submit(lambda: arr[:, 2:30, 1:31, 5:45]).result(timeout=30)
+    np.testing.assert_array_equal(got, want[:, 2:30, 1:31, 5:45])
+
+
+def test_file_removed_after_its_table_was_read_reads_zeros(tmp_path):
+    root, want = _multi_file(tmp_path, np.uint8, 1, 3)
+    arr = WkwMag(open_store(root)).chunked(size_xyz=(48, 32, 32))
+    arr[0]  # loads the jump tables of the files at z 0..15
+    (root / "z0" / "y1" / "x2.wkw").unlink()  # x 32..47, y 16..31, z 0..15
+    want[:, 0:16, 16:32, 32:48] = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(arr[0:16, 4:32, 20:48], want[0, 0:16, 4:32, 20:48])
+        CHUNK_CACHE.clear()
+        np.testing.assert_array_equal(arr[1], want[0, 1])
+
+
+@pytest.mark.parametrize("damage", ["truncate_data", "garbage_block", "bad_jump_table", "bad_file_header"])
+def test_corrupt_file_thin_reads_zeros_with_one_warning(tmp_path, damage):
+    """Plane by plane (the cached path) a damaged file reads as zeros with one warning too."""
+    root, want = _write_lz4(tmp_path)
+    bad = root / "z0" / "y0" / "x1.wkw"
+    raw = bytearray(bad.read_bytes())
+    if damage == "truncate_data":
+        raw = raw[: len(raw) - 100]
+    elif damage == "garbage_block":
+        raw[16 + 64 : 16 + 128] = b"\xff" * 64
+    elif damage == "bad_jump_table":
+        struct.pack_into("<Q", raw, 16 + 8 * 3, 20)
+    else:
+        raw[0:3] = b"XXX"
+    bad.write_bytes(bytes(raw))
+    arr = WkwMag(open_store(root)).chunked(size_xyz=(64, 32, 32))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        planes = np.stack([arr[z] for z in range(32)])
+    messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert len(messages) == 1 and str(bad) in messages[0]
+    np.testing.assert_array_equal(planes[:, :, :32], want[:, :, :32])
+    damaged = planes[:, :, 32:]
+    if damage == "bad_file_header":
+        assert not damaged.any()
+    else:  # the file's other blocks still decode
+        readable = damaged == want[:, :, 32:]
+        assert readable.any() and (damaged[~readable] == 0).all()
+    CHUNK_CACHE.clear()
+    np.testing.assert_array_equal(np.asarray(arr), planes)  # the volumetric path agrees

@@ -73,19 +73,20 @@ class LocalStore(Store):
     def __init__(self, root: str | os.PathLike):
         self.root = os.fspath(Path(root))
 
-    def _path(self, key: str) -> str:
+    def path(self, key: str) -> str:
+        """The file-system path of ``key``."""
         return os.path.join(self.root, *[p for p in key.split("/") if p]) if key else self.root
 
     def read(self, key: str) -> bytes | None:
         try:
-            with open(self._path(key), "rb") as f:
+            with open(self.path(key), "rb") as f:
                 return f.read()
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None
 
     def read_range(self, key: str, offset: int, length: int) -> bytes | None:
         try:
-            fd = os.open(self._path(key), os.O_RDONLY)
+            fd = os.open(self.path(key), os.O_RDONLY)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None
         try:
@@ -95,7 +96,7 @@ class LocalStore(Store):
 
     def read_suffix(self, key: str, length: int) -> bytes | None:
         try:
-            fd = os.open(self._path(key), os.O_RDONLY)
+            fd = os.open(self.path(key), os.O_RDONLY)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None
         try:
@@ -105,17 +106,17 @@ class LocalStore(Store):
             os.close(fd)
 
     def exists(self, key: str) -> bool:
-        return os.path.exists(self._path(key))
+        return os.path.exists(self.path(key))
 
     def child(self, key: str) -> LocalStore:
-        return LocalStore(self._path(key))
+        return LocalStore(self.path(key))
 
     def location(self, key: str = "") -> str:
-        return self._path(key)
+        return self.path(key)
 
     def list_dir(self, key: str = "") -> list[str] | None:
         try:
-            return sorted(os.listdir(self._path(key)))
+            return sorted(os.listdir(self.path(key)))
         except OSError:
             return None
 

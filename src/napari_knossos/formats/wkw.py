@@ -54,6 +54,12 @@ REMOTE_RUN_GAP_BYTES = 2**20  # HTTP: a request costs more than a MiB of unneede
 REMOTE_RUN_MAX_BYTES = 16 * 2**20
 SLAB_MAX_BYTES = 64 * 2**20  # decoded blocks of one region read share buffers of at most this size
 SMALL_READ_BLOCKS = 4  # up to this many uncached blocks are read one by one
+# volumetric reads: boxes of blocks decoded per worker task, about VOLUME_JOBS_PER_WORKER per
+# worker (load balance) but at least VOLUME_JOB_MIN_BYTES (handing a task to the pool costs
+# ~0.1-0.3 ms) and at most VOLUME_JOB_BYTES (the scratch buffer of a worker) decoded bytes
+VOLUME_JOB_BYTES = 2 * 2**20
+VOLUME_JOB_MIN_BYTES = 2**20
+VOLUME_JOBS_PER_WORKER = 4
 MAX_TASKS = max(2, min(8, os.cpu_count() or 2))  # decoding tasks per region read (local files)
 REMOTE_TASKS = 8  # concurrent ranged requests per region read (HTTP)
 
@@ -410,19 +416,26 @@ class WkwMag:
 
         None if its data file does not exist; CorruptChunkError if it cannot be decoded.
         """
+        dest = np.empty((1, self.header.block_bytes), np.uint8)
+        if not self._read_block_into(bz, by, bx, dest[0]):
+            return None
+        return self._as_blocks(dest)[0]
+
+    def _read_block_into(self, bz: int, by: int, bx: int, dest: np.ndarray) -> bool:
+        """Decode block (bz, by, bx) into ``dest`` (uint8, ``block_bytes``); False if its file
+        does not exist, CorruptChunkError if it cannot be decoded."""
         fk, i = self._block_file(bz, by, bx)
         info = self._file_info(fk)
         if info.missing:
-            return None
+            return False
         if info.error is not None:
             raise info.error
         start, stop = self._block_range(fk, info, i)
         raw = self._read_range(fk, start, stop - start)
         if raw is None:  # removed since its table was read
-            return None
-        dest = np.empty((1, self.header.block_bytes), np.uint8)
-        self._decode(fk, info.header, i, start, raw, dest[0], stop - start)
-        return self._as_blocks(dest)[0]
+            return False
+        self._decode(fk, info.header, i, start, raw, dest, stop - start)
+        return True
 
     def read_chunk(self, idx: tuple[int, int, int]) -> np.ndarray | None:
         """:class:`ChunkedArray` reader: ``idx`` = (bz, by, bx)."""
@@ -480,29 +493,125 @@ class WkwMag:
                 order = np.argsort(start, kind="stable")
                 sel, m, start, stop = sel[order], m[order], start[order], stop[order]
             reach = np.maximum.accumulate(stop) if len(stop) else stop
-            cuts = [0, *(np.flatnonzero(start[1:] - reach[:-1] > self._run_gap) + 1).tolist(), len(sel)]
             blocks = list(map(tuple, idx[sel].tolist()))
             morton_l, start_l, stop_l, reach_l = m.tolist(), start.tolist(), stop.tolist(), reach.tolist()
-            for a, b in zip(cuts[:-1], cuts[1:]):
-                while a < b:  # split runs longer than the maximum read
-                    e = b
-                    if reach_l[b - 1] - start_l[a] > self._run_max:
-                        e = a + max(1, int(np.searchsorted(reach[a:b], start_l[a] + self._run_max, side="right")))
-                    s0 = start_l[a]
-                    runs.append(
-                        _Run(
-                            fk,
-                            fh,
-                            s0,
-                            reach_l[e - 1],
-                            blocks[a:e],
-                            morton_l[a:e],
-                            [v - s0 for v in start_l[a:e]],
-                            [q - p for p, q in zip(start_l[a:e], stop_l[a:e])],
-                        )
+            for a, e in self._split_runs(start, reach, start_l, reach_l):
+                s0 = start_l[a]
+                runs.append(
+                    _Run(
+                        fk,
+                        fh,
+                        s0,
+                        reach_l[e - 1],
+                        blocks[a:e],
+                        morton_l[a:e],
+                        [v - s0 for v in start_l[a:e]],
+                        [q - p for p, q in zip(start_l[a:e], stop_l[a:e])],
                     )
-                    a = e
+                )
         return missing, errors, runs
+
+    def _split_runs(self, start: np.ndarray, reach: np.ndarray, start_l: list, reach_l: list) -> list:
+        """[(a, e)]: blocks ``a..e-1`` (sorted by ``start``; ``reach`` = running max of their ends)
+        fetched with one read: gaps of at most the run gap, at most the run maximum long."""
+        cuts = [0, *(np.flatnonzero(start[1:] - reach[:-1] > self._run_gap) + 1).tolist(), len(start_l)]
+        out = []
+        for a, b in itertools.pairwise(cuts):
+            while a < b:  # split runs longer than the maximum read
+                e = b
+                if reach_l[b - 1] - start_l[a] > self._run_max:
+                    e = a + max(1, int(np.searchsorted(reach[a:b], start_l[a] + self._run_max, side="right")))
+                out.append((a, e))
+                a = e
+        return out
+
+    def _read_box(self, lo, hi, rows: np.ndarray) -> tuple[bool, list, list]:
+        """Decode the blocks ``lo <= (bz, by, bx) < hi`` of one data file into ``rows``.
+
+        ``rows`` is uint8, one row of ``block_bytes`` per block in C order over the box; the
+        box's byte ranges are fetched with few reads (merged like :meth:`plan_reads`). Returns
+        ``(found, empty_rows, errors)``: ``found`` is False if the file is missing or unreadable
+        as a whole (its error then in ``errors``); ``empty_rows`` are rows left without data
+        (corrupt blocks, reported in ``errors``, or a file removed since its table was read).
+        """
+        if hi[0] - lo[0] == hi[1] - lo[1] == hi[2] - lo[2] == 1:  # one block: skip the planning
+            try:
+                return self._read_block_into(*lo, rows[0]), [], []
+            except CorruptChunkError as err:
+                return True, [0], [err]
+        fl2, mask = self.header.file_len_log2, self.header.file_len - 1
+        fk = self.file_key(lo[0] >> fl2, lo[1] >> fl2, lo[2] >> fl2)
+        info = self._file_info(fk)
+        if info.missing or info.error is not None:
+            return False, [], ([] if info.missing else [info.error])
+        fh = info.header
+        mx, my, mz = self._morton_np
+        m = (
+            mz[lo[0] & mask : ((hi[0] - 1) & mask) + 1, None, None]
+            | my[None, lo[1] & mask : ((hi[1] - 1) & mask) + 1, None]
+            | mx[lo[2] & mask : ((hi[2] - 1) & mask) + 1]
+        ).ravel()
+        row = np.arange(len(m))
+        empty, errors = [], []
+        if fh.compressed:
+            stop = info.ends[m]
+            start = np.where(m == 0, fh.data_offset, info.ends[m - 1])
+            bad = (start < fh.table_bytes) | (stop < start)
+            if bad.any():
+                for k in np.flatnonzero(bad).tolist():
+                    try:
+                        self._block_range(fk, info, int(m[k]))
+                    except CorruptChunkError as err:
+                        errors.append(err)
+                    empty.append(k)
+                m, row, start, stop = m[~bad], row[~bad], start[~bad], stop[~bad]
+        else:
+            start = fh.data_offset + m * fh.block_bytes
+            stop = start + fh.block_bytes
+        if len(start) > 1 and (start[1:] < start[:-1]).any():
+            order = np.argsort(start, kind="stable")
+            m, row, start, stop = m[order], row[order], start[order], stop[order]
+        reach = np.maximum.accumulate(stop) if len(stop) else stop
+        start_l, stop_l, reach_l, row_l = start.tolist(), stop.tolist(), reach.tolist(), row.tolist()
+        size, compressed, decode = fh.block_bytes, fh.compressed, cramjam.lz4.decompress_block_into
+        fd = None  # local files: one open for all runs
+        if isinstance(self.store, LocalStore):
+            try:
+                fd = os.open(self.store.path(fk), os.O_RDONLY)
+            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+                fd = -1  # removed since its table was read
+        try:
+            for a, e in self._split_runs(start, reach, start_l, reach_l):
+                s0 = start_l[a]
+                if fd is None:
+                    try:
+                        data = self._read_range(fk, s0, reach_l[e - 1] - s0)
+                    except CorruptChunkError as err:
+                        errors.append(err)
+                        data = None
+                else:
+                    data = os.pread(fd, reach_l[e - 1] - s0, s0) if fd >= 0 else None
+                if data is None:  # removed since its table was read, or past the end of a remote file
+                    empty += row_l[a:e]
+                    continue
+                mv, n_data = memoryview(data), len(data)
+                for k in range(a, e):
+                    r, rel, length = row_l[k], start_l[k] - s0, stop_l[k] - start_l[k]
+                    if compressed and rel + length <= n_data:  # the common case, inlined
+                        try:
+                            if decode(mv[rel : rel + length], rows[r], output_len=size) == size:
+                                continue
+                        except cramjam.DecompressionError:
+                            pass
+                    try:  # raw data, a truncated file, or a block that does not decode: the checks
+                        self._decode(fk, fh, int(m[k]), start_l[k], mv[rel : rel + length], rows[r], length)
+                    except CorruptChunkError as err:
+                        errors.append(err)
+                        empty.append(r)
+        finally:
+            if fd is not None and fd >= 0:
+                os.close(fd)
+        return True, empty, errors
 
     def _read_range(self, fk: str, start: int, length: int) -> bytes | None:
         """Bytes of a data file; a range past the end of a remote file (HTTP 416) is corruption."""
@@ -604,11 +713,22 @@ class WkwMag:
 
 
 class WkwArray(ChunkedArray):
-    """:class:`ChunkedArray` over a :class:`WkwMag` whose region reads batch the uncached blocks.
+    """:class:`ChunkedArray` over a :class:`WkwMag` whose region reads batch the blocks.
 
-    Blocks of one file are fetched with few ranged reads and decoded by a few pool tasks
-    directly into one buffer; the cache keeps per-block views of it (the buffer is freed
-    when its last block leaves the cache).
+    Cache policy, by the shape of the region read:
+
+    * Volumetric reads of local files (the region at least one block thick along every axis:
+      cutouts, 32³ buckets, whole volumes) bypass the block cache, in and out: they read each
+      block once, and caching would cost a copy per block and evict the blocks of plane
+      browsing. A few workers (the caller and pool tasks) take boxes of blocks of one file
+      (at most ``VOLUME_JOB_BYTES`` decoded) in turn; each reads its box with few ranged reads,
+      decodes it into a scratch buffer and copies that into the output with a few strided
+      assignments. A region of exactly one block is decoded straight into the output.
+    * Thin reads (planes and tiles while browsing: the next planes need the same blocks) and
+      reads over HTTP (a request costs more than decoding) go through the cache: uncached
+      blocks of one file are fetched with few ranged reads and decoded by a few pool tasks
+      into one buffer; the cache keeps per-block views of it (the buffer is freed when its
+      last block leaves the cache).
     """
 
     def __init__(self, mag: WkwMag, shape_zyx, origin_zyx, layout: str, key: tuple):
@@ -624,6 +744,7 @@ class WkwArray(ChunkedArray):
             layout=layout,
         )
         self.mag = mag
+        self._local = isinstance(mag.store, LocalStore)
 
     def read_region(self, start_zyx, stop_zyx, c_range=(None, None)) -> np.ndarray:
         c0 = c_range[0] or 0
@@ -637,8 +758,10 @@ class WkwArray(ChunkedArray):
         g0 = [a + o for a, o in zip(start_zyx, self.origin_zyx)]
         g1 = [b + o for b, o in zip(stop_zyx, self.origin_zyx)]
         cz, cy, cx = self.chunk_zyx
+        if self._local and shape[0] >= cz and shape[1] >= cy and shape[2] >= cx:
+            self._read_volume(out, g0, g1, c0, c1)
+            return out
         ranges = [range(a // c, (b - 1) // c + 1) for a, b, c in zip(g0, g1, self.chunk_zyx)]
-
         row_bytes = cx * self.dtype.itemsize * (c1 - c0)
         rows = np.dtype(f"V{row_bytes}") if c1 - c0 == self.channels == 1 else None
 
@@ -719,3 +842,110 @@ class WkwArray(ChunkedArray):
             for f in futures:
                 f.result()
         return out
+
+    def _read_volume(self, out: np.ndarray, g0, g1, c0: int, c1: int) -> None:
+        """Fill ``out`` (c, z, y, x) with grid region ``[g0, g1)`` (channels ``c0..c1-1``), bypassing
+        the block cache (see the class docstring)."""
+        mag, h = self.mag, self.mag.header
+        b, f = h.block_len, h.file_len
+        if c1 - c0 == self.channels == 1 and all(a % b == 0 and z - a == b for a, z in zip(g0, g1)):
+            try:  # exactly one block (a bucket): its layout is the output's, decode in place
+                found = mag._read_block_into(g0[0] // b, g0[1] // b, g0[2] // b, out.reshape(-1).view(np.uint8))
+            except CorruptChunkError as err:
+                warn_corrupt(err)
+                found = False
+            if not found:
+                out[...] = self.fill_value
+            return
+        spans, total = [], 1  # per axis: block ranges [k, e) inside one file
+        for a, z in zip(g0, g1):
+            k, last, axis = a // b, (z - 1) // b + 1, []
+            total *= last - k
+            while k < last:
+                e = min(last, (k // f + 1) * f)
+                axis.append((k, e))
+                k = e
+            spans.append(axis)
+        n_workers = 1 if _in_pool() else mag.parallel_reads
+        # a few boxes per worker (load balance), each big enough to be worth a task
+        per_job = -(-total // (VOLUME_JOBS_PER_WORKER * n_workers))
+        per_job = max(1, min(max(per_job, VOLUME_JOB_MIN_BYTES // h.block_bytes), VOLUME_JOB_BYTES // h.block_bytes))
+        jobs = []
+        for (za, zb), (ya, yb), (xa, xb) in itertools.product(*spans):
+            ny, nx = yb - ya, xb - xa
+            if ny * nx <= per_job:
+                sz, sy, sx = max(1, per_job // (ny * nx)), ny, nx
+            elif nx <= per_job:
+                sz, sy, sx = 1, per_job // nx, nx
+            else:
+                sz, sy, sx = 1, 1, per_job
+            for z in range(za, zb, sz):
+                for y in range(ya, yb, sy):
+                    for x in range(xa, xb, sx):
+                        jobs.append(((z, y, x), (min(z + sz, zb), min(y + sy, yb), min(x + sx, xb))))
+        max_rows = max((e[0] - a[0]) * (e[1] - a[1]) * (e[2] - a[2]) for a, e in jobs)
+
+        dtype, channels, fill = self.dtype, self.channels, self.fill_value
+        single = c1 - c0 == channels == 1
+        todo = iter(jobs)  # shared by the workers; next() on it is atomic
+
+        def place(lo, hi, rows):
+            n = [e - a for a, e in zip(lo, hi)]
+            segs = [_segments(lo[ax], hi[ax], g0[ax], g1[ax], b) for ax in range(3)]
+            blocks = rows.view(dtype).reshape(*n, b, b, b, channels)
+            for (za, zb, zs, ze, zo), (ya, yb, ys, ye, yo), (xa, xb, xs, xe, xo) in itertools.product(*segs):
+                nz, ny, nx, lz, ly, lx = zb - za, yb - ya, xb - xa, ze - zs, ye - ys, xe - xs
+                dst = out[:, zo : zo + nz * lz, yo : yo + ny * ly, xo : xo + nx * lx]
+                dst = dst.reshape(c1 - c0, nz, lz, ny, ly, nx, lx)
+                src = blocks[za:zb, ya:yb, xa:xb, zs:ze, ys:ye, xs:xe, c0:c1]
+                if single:  # each block row's part as one item: numpy's loop over single bytes is slow
+                    row = np.dtype(f"V{lx * dtype.itemsize}")
+                    dst, src = dst[0].view(row), src[..., 0].view(row)
+                    dst[...] = src.transpose(0, 3, 1, 4, 2, 5)
+                else:
+                    dst[...] = src.transpose(6, 0, 3, 1, 4, 2, 5)
+
+        def work():
+            scratch = None  # one buffer per worker, reused for its boxes
+            for lo, hi in todo:
+                n = (hi[0] - lo[0]) * (hi[1] - lo[1]) * (hi[2] - lo[2])
+                if scratch is None:
+                    scratch = np.empty((max_rows, h.block_bytes), np.uint8)
+                rows = scratch[:n]
+                found, empty, errors = mag._read_box(lo, hi, rows)
+                for err in errors:
+                    warn_corrupt(err)
+                if not found:  # no file: fill the box's part of the region
+                    box = [slice(max(a * b, p) - p, min(e * b, q) - p) for a, e, p, q in zip(lo, hi, g0, g1)]
+                    out[(slice(None), *box)] = fill
+                    continue
+                for r in empty:
+                    rows[r].view(dtype)[:] = fill
+                place(lo, hi, rows)
+
+        n_workers = min(len(jobs), n_workers)
+        futures = [chunk_pool().submit(work) for _ in range(n_workers - 1)]
+        try:
+            work()
+        finally:
+            for fut in futures:
+                fut.result()
+
+
+def _segments(k0: int, k1: int, a: int, z: int, b: int) -> list:
+    """Blocks ``k0..k1-1`` (edge ``b``) cut by the region ``[a, z)`` of one axis into pieces of
+    equal extent per block: ``[(first, stop, lo, hi, out)]`` = blocks ``first..stop-1`` relative to
+    ``k0``, voxels ``lo..hi-1`` of each, starting at ``out`` in the output."""
+    segs, i, j, tail = [], k0, k1, None
+    lo = max(a - k0 * b, 0)
+    if lo or k0 * b + b > z:  # the first block is partial
+        segs.append((0, 1, lo, min(b, z - k0 * b), k0 * b + lo - a))
+        i = k0 + 1
+    if i < k1 and k1 * b > z:  # the last block is partial
+        j = k1 - 1
+        tail = (j - k0, j - k0 + 1, 0, z - j * b, j * b - a)
+    if i < j:
+        segs.append((i - k0, j - k0, 0, b, i * b - a))
+    if tail:
+        segs.append(tail)
+    return segs
