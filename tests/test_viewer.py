@@ -89,3 +89,53 @@ def test_napari_reads_only_visible_cubes_of_a_huge_pyramid(make_napari_viewer):
     assert layer.data_level == 0
     assert 0 < len(reads) < 100, len(reads)
     assert {r[0] for r in reads} == {n // 2 // 128}
+
+
+def _canvas_pixel(viewer, world_yx):
+    """Canvas widget pixel (x, y) of a world (y, x) position in the 2-D view."""
+    cam = viewer.scene.camera
+    native = viewer.window._qt_viewer.canvas.native  # the real widget, to send real mouse events
+    cy, cx = cam.center[-2:]
+    px = (world_yx[1] - cx) * cam.zoom + native.width() / 2
+    py = (world_yx[0] - cy) * cam.zoom + native.height() / 2
+    return native, (int(round(px)), int(round(py)))
+
+
+def test_annotated_sample_drag_node_with_mouse_and_save(make_napari_viewer, qtbot, tmp_path):
+    """Open the annotated sample, drag a node with the mouse in napari's select mode, save NML."""
+    from qtpy.QtCore import QPoint, Qt
+
+    from napari_knossos._writer import write_nml
+    from napari_knossos.annotation.nml import read_nml
+
+    viewer = make_napari_viewer(show=True)
+    viewer.open_sample("napari-knossos", "neuropil_annotated")
+    names = [type(l).__name__ for l in viewer.layers]
+    assert names[:4] == ["Image", "Labels", "Points", "Vectors"] and "Surface" in names
+    points = next(l for l in viewer.layers if type(l).__name__ == "Points")
+    vectors = next(l for l in viewer.layers if type(l).__name__ == "Vectors")
+    viewer.layers.selection.active = points
+    viewer.reset_view()
+    z = 60
+    viewer.dims.set_point(0, z * points.scale[0])
+    # the nodes of this slice are drawn where they are: the canvas has tree colours there
+    shot = viewer.screenshot(canvas_only=True, flash=False)
+    row = int(np.flatnonzero(points.data[:, 0] == z)[0])
+    node_id = int(points.features["node_id"].iloc[row])
+    world = points.data[row, 1:] * points.scale[1:]
+    native, (px, py) = _canvas_pixel(viewer, world)
+    colour = shot[py, px, :3].astype(int)
+    np.testing.assert_allclose(colour / 255, points.face_color[row, :3], atol=0.25)
+
+    points.mode = "select"
+    before = points.data[row].copy()
+    qtbot.mousePress(native, Qt.MouseButton.LeftButton, pos=QPoint(px, py))
+    for step in range(1, 6):
+        qtbot.mouseMove(native, QPoint(px + 8 * step, py))
+    qtbot.mouseRelease(native, Qt.MouseButton.LeftButton, pos=QPoint(px + 40, py))
+    moved = points.data[row] - before
+    assert moved[0] == 0 and moved[2] > 2, moved  # dragged along x in the current slice
+
+    out = tmp_path / "dragged.nml"
+    write_nml(str(out), [(l.data, l._get_state(), l._type_string) for l in (points, vectors)])
+    np.testing.assert_allclose(read_nml(out).position(node_id), points.data[row][::-1], atol=0.51)

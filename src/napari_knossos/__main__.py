@@ -15,14 +15,15 @@ def _parser() -> argparse.ArgumentParser:
         "with no path, the bundled synthetic neuropil sample.",
     )
     p.add_argument("paths", nargs="*", help="dataset paths or URLs (default: the bundled sample)")
-    p.add_argument("--sample", choices=["knossos", "webknossos"], default="knossos",
-                   help="which copy of the sample to open when no path is given (default: knossos)")
+    p.add_argument("--sample", choices=["annotated", "knossos", "webknossos"], default="annotated",
+                   help="which sample to open when no path is given: the KNOSSOS volume with its "
+                   "annotation (default), the KNOSSOS volume alone, or its webKnossos zarr3 copy")
     p.add_argument("--screenshot", metavar="PNG", help="save a screenshot of the viewer and exit")
     p.add_argument("--ndisplay", type=int, choices=[2, 3], default=2)
     return p
 
 
-def open_viewer(paths: list[str], sample: str = "knossos", ndisplay: int = 2, show: bool = True):
+def open_viewer(paths: list[str], sample: str = "annotated", ndisplay: int = 2, show: bool = True):
     """A napari viewer with ``paths`` (or the sample) opened by this plugin."""
     import napari
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib.resources import files
 from pathlib import Path
 
-__all__ = ["sample_path", "knossos_sample", "webknossos_sample"]
+__all__ = ["sample_path", "annotation_path", "knossos_sample", "webknossos_sample", "annotated_sample"]
 
 
 def sample_path(kind: str = "knossos") -> Path:
@@ -33,3 +33,15 @@ def knossos_sample() -> list[tuple]:
 
 def webknossos_sample() -> list[tuple]:
     return _read(sample_path("webknossos"))
+
+
+def annotation_path() -> Path:
+    """The bundled sample annotation (.k.zip) that fits the sample dataset."""
+    return Path(str(files("napari_knossos") / "sample_data")) / "annotation" / "synthetic_neuropil.k.zip"
+
+
+def annotated_sample() -> list[tuple]:
+    """The KNOSSOS sample volume with its annotation: skeletons, synapses, a mesh."""
+    from ._reader import read_annotations
+
+    return _read(sample_path("knossos")) + read_annotations(str(annotation_path()))

@@ -137,6 +137,9 @@ def skeleton_layer_data(skel: Skeleton, voxel_size_xyz=None, name: str = "skelet
         "units": UNITS,
         "axis_labels": AXIS_LABELS,
         "features": features,
+        # a point added with napari's tools is a new node (id -1) of no tree yet
+        "feature_defaults": {**{c: "" for c in features.columns}, "node_id": -1, "tree_id": -1,
+                             "radius": DEFAULT_RADIUS_VOXELS},
         "size": np.maximum(2 * features["radius"].to_numpy(), 2.0),
         "face_color": colors,
         "border_color": "white",

@@ -12,6 +12,7 @@ comments, synapses as cleft trees, movement area).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any, Iterable, Iterator
 
 import numpy as np
@@ -87,6 +88,9 @@ class Parameters:
     # KNOSSOS-only parameters kept by element name → attributes (createdin, lastsavedin, guiMode,
     # dataset, RadiusLocking, segmentation, skeletonVPState, vpSettingsZoom, brush_lock, …)
     knossos: dict[str, dict[str, str]] = field(default_factory=dict)
+    # attributes we do not model on the elements above, by element name (e.g. editPosition's
+    # webKnossos ``additionalCoordinate-*``, a KNOSSOS ``time`` checksum that does not match)
+    extra: dict[str, dict[str, str]] = field(default_factory=dict)
     # anything else, verbatim: serialized XML elements in file order
     unknown: list[bytes] = field(default_factory=list)
 
@@ -125,6 +129,28 @@ class Group:
             yield from child.walk()
 
 
+def _spare_capacity(n: int) -> int:
+    """Rows to allocate for ``n`` rows in use: 25 % headroom so appends are amortised O(1)."""
+    return n + 1 + n // 4 + 64
+
+
+def _without_rows(a: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``a`` without the (sorted, unique) ``rows``, as the leading rows of a new buffer with
+    spare capacity (the view's ``base``): block copies when the rows are few."""
+    m = len(a) - len(rows)
+    buffer = np.empty((_spare_capacity(m), *a.shape[1:]), a.dtype)
+    if len(rows) > 32:
+        keep = np.ones(len(a), bool)
+        keep[rows] = False
+        np.compress(keep, a, axis=0, out=buffer[:m])
+        return buffer[:m]
+    at = 0
+    for lo, hi in pairwise([-1, *rows.tolist(), len(a)]):
+        buffer[at : at + hi - lo - 1] = a[lo + 1 : hi]
+        at += hi - lo - 1
+    return buffer[:m]
+
+
 class Skeleton:
     """Trees, nodes, edges, comments, branch points, groups and parameters of one annotation.
 
@@ -147,6 +173,11 @@ class Skeleton:
         self.meta: list[tuple[str, str]] = []  # webKnossos <meta name content>
         self.unknown_root: list[bytes] = []  # unknown root children (e.g. <volume>), verbatim
         self.version = 0  # bumped by every edit: adapters use it to know when to refresh
+        # spare capacity behind ``nodes``/``edges`` so single adds append in place (see _grow_*)
+        self._node_buffers: dict[str, np.ndarray] | None = None
+        self._node_views: dict[str, np.ndarray] = {}
+        self._edge_buffer: np.ndarray | None = None
+        self._edge_view: np.ndarray | None = None
 
     # -- sizes and lookup -------------------------------------------------------------------
     @property
@@ -245,10 +276,45 @@ class Skeleton:
         if unknown:
             raise TypeError(f"unknown node attributes {sorted(unknown)}")
         r = int(np.searchsorted(self.nodes["id"], nid))
+        n = self.num_nodes
+        buffers = self._grow_nodes(r)
         for name, (dt, default) in NODE_COLUMNS.items():
-            self.nodes[name] = np.insert(self.nodes[name], r, values.get(name, default))
+            buffers[name][r] = values.get(name, default)
+            self.nodes[name] = buffers[name][: n + 1]
+        self._node_views = dict(self.nodes)
         self._touch()
         return nid
+
+    def _grow_nodes(self, row: int) -> dict[str, np.ndarray]:
+        """Capacity buffers whose first rows are ``self.nodes``, with ``row`` free for a new node.
+
+        ``self.nodes[c]`` are views ``buffer[:n]`` of buffers 25 % larger than needed, so an
+        append (the usual case: new ids are max + 1) writes one row in place: amortised O(1)
+        instead of copying every column. Rows past ``n`` are never visible, so arrays handed
+        out earlier stay valid snapshots. A column replaced by anyone (set_nodes, delete_nodes,
+        a parser) or an insert before the last row copies into fresh buffers.
+        """
+        n = self.num_nodes
+        buffers = self._node_buffers
+        in_place = (
+            row == n
+            and buffers is not None
+            and len(buffers["id"]) > n
+            and all(self.nodes.get(k) is self._node_views.get(k) and self.nodes[k].base is buffers[k]
+                    for k in NODE_COLUMNS)
+        )
+        if in_place:
+            return buffers
+        capacity = _spare_capacity(n)
+        buffers = {}
+        for name, (dt, _) in NODE_COLUMNS.items():
+            old = self.nodes[name]
+            new = np.empty(capacity, dt)
+            new[:row] = old[:row]
+            new[row + 1 : n + 1] = old[row:]
+            buffers[name] = new
+        self._node_buffers = buffers
+        return buffers
 
     def delete_nodes(self, node_ids: Iterable[int]) -> None:
         """Delete nodes with their edges, comments, properties and branch points."""
@@ -256,12 +322,14 @@ class Skeleton:
         if not len(ids):
             return
         rows = self.rows(ids)
-        keep = np.ones(self.num_nodes, bool)
-        keep[rows] = False
-        self.nodes = {k: v[keep] for k, v in self.nodes.items()}
+        self.nodes = {k: _without_rows(v, rows) for k, v in self.nodes.items()}
+        self._node_buffers = {k: v.base for k, v in self.nodes.items()}
+        self._node_views = dict(self.nodes)
         if self.num_edges:
-            gone = np.isin(self.edges, ids).any(axis=1)
-            self.edges = self.edges[~gone]
+            hit = np.isin(np.ascontiguousarray(self.edges).reshape(-1), ids).reshape(-1, 2)
+            gone = np.flatnonzero(hit[:, 0] | hit[:, 1])
+            if len(gone):
+                self._set_edge_view(_without_rows(self.edges, gone))
         drop = set(ids.tolist())
         for nid in drop & set(self.comments):
             del self.comments[nid]
@@ -293,12 +361,20 @@ class Skeleton:
         self._touch()
 
     # -- edges ------------------------------------------------------------------------------
+    def _edge_indices(self, a: int, b: int) -> np.ndarray:
+        """Indices into ``edges`` of the edges a–b, either direction (one pass over the ids)."""
+        e = np.ascontiguousarray(self.edges)
+        hits = np.flatnonzero(e.reshape(-1) == a)
+        rows, cols = hits // 2, hits % 2
+        return rows[e[rows, 1 - cols] == b]
+
     def _edge_mask(self, a: int, b: int) -> np.ndarray:
-        e = self.edges
-        return ((e[:, 0] == a) & (e[:, 1] == b)) | ((e[:, 0] == b) & (e[:, 1] == a))
+        mask = np.zeros(self.num_edges, bool)
+        mask[self._edge_indices(a, b)] = True
+        return mask
 
     def has_edge(self, a: int, b: int) -> bool:
-        return bool(self._edge_mask(a, b).any())
+        return bool(len(self._edge_indices(a, b)))
 
     def link(self, a: int, b: int) -> None:
         """Connect nodes ``a`` and ``b`` (no-op if connected)."""
@@ -306,13 +382,29 @@ class Skeleton:
             raise ValueError("cannot link a node to itself")
         self.rows([a, b])
         if not self.has_edge(a, b):
-            self.edges = np.concatenate([self.edges, np.array([[a, b]], np.int64)])
+            self._append_edge(a, b)
             self._touch()
 
+    def _append_edge(self, a: int, b: int) -> None:
+        """Append one edge in place into spare capacity (amortised O(1), like _grow_nodes)."""
+        m = self.num_edges
+        buffer = self._edge_buffer
+        reusable = buffer is not None and self.edges is self._edge_view and self.edges.base is buffer
+        if not reusable or len(buffer) <= m:
+            buffer = np.empty((_spare_capacity(m), 2), np.int64)
+            buffer[:m] = self.edges
+        buffer[m] = (a, b)
+        self._set_edge_view(buffer[: m + 1])
+
+    def _set_edge_view(self, view: np.ndarray) -> None:
+        """Make ``view`` (leading rows of a spare-capacity buffer) the edges."""
+        self.edges = self._edge_view = view
+        self._edge_buffer = view.base
+
     def unlink(self, a: int, b: int) -> None:
-        mask = self._edge_mask(a, b)
-        if mask.any():
-            self.edges = self.edges[~mask]
+        gone = self._edge_indices(a, b)
+        if len(gone):
+            self._set_edge_view(_without_rows(self.edges, np.unique(gone)))
             self._touch()
 
     def set_edges(self, edges) -> None:
