@@ -441,6 +441,29 @@ class WkwMag:
         """:class:`ChunkedArray` reader: ``idx`` = (bz, by, bx)."""
         return self.read_block(*idx)
 
+    def _byte_ranges(self, fk: str, info: _FileInfo, m: np.ndarray):
+        """Byte ranges [start, stop) of blocks ``m`` (Morton indices) of one file.
+
+        Returns (start, stop, bad, errors): ``bad`` masks blocks whose jump-table entry is
+        invalid (None when all are valid), ``errors`` lists (position in ``m``, CorruptChunkError).
+        """
+        fh = info.header
+        if not fh.compressed:
+            start = fh.data_offset + m * fh.block_bytes
+            return start, start + fh.block_bytes, None, []
+        stop = info.ends[m]
+        start = np.where(m == 0, fh.data_offset, info.ends[m - 1])
+        bad = (start < fh.table_bytes) | (stop < start)
+        if not bad.any():
+            return start, stop, None, []
+        errors = []
+        for k in np.flatnonzero(bad).tolist():
+            try:
+                self._block_range(fk, info, int(m[k]))
+            except CorruptChunkError as err:
+                errors.append((k, err))
+        return start, stop, bad, errors
+
     def plan_reads(self, blocks) -> tuple[list, list, list[_Run]]:
         """Group blocks (bz, by, bx) into ranged reads.
 
@@ -475,20 +498,10 @@ class WkwMag:
                     (missing.append(block) if info.missing else errors.append((block, info.error)))
                 continue
             fh, m = info.header, morton[sel]
-            if fh.compressed:
-                stop = info.ends[m]
-                start = np.where(m == 0, fh.data_offset, info.ends[m - 1])
-                bad = (start < fh.table_bytes) | (stop < start)
-                if bad.any():
-                    for k in np.flatnonzero(bad).tolist():
-                        try:
-                            self._block_range(fk, info, int(m[k]))
-                        except CorruptChunkError as err:
-                            errors.append((tuple(idx[sel[k]].tolist()), err))
-                    sel, m, start, stop = sel[~bad], m[~bad], start[~bad], stop[~bad]
-            else:
-                start = fh.data_offset + m * fh.block_bytes
-                stop = start + fh.block_bytes
+            start, stop, bad, errs = self._byte_ranges(fk, info, m)
+            errors.extend((tuple(idx[sel[k]].tolist()), err) for k, err in errs)
+            if bad is not None:
+                sel, m, start, stop = sel[~bad], m[~bad], start[~bad], stop[~bad]
             if len(start) > 1 and (start[1:] < start[:-1]).any():
                 order = np.argsort(start, kind="stable")
                 sel, m, start, stop = sel[order], m[order], start[order], stop[order]
@@ -552,22 +565,11 @@ class WkwMag:
             | mx[lo[2] & mask : ((hi[2] - 1) & mask) + 1]
         ).ravel()
         row = np.arange(len(m))
-        empty, errors = [], []
-        if fh.compressed:
-            stop = info.ends[m]
-            start = np.where(m == 0, fh.data_offset, info.ends[m - 1])
-            bad = (start < fh.table_bytes) | (stop < start)
-            if bad.any():
-                for k in np.flatnonzero(bad).tolist():
-                    try:
-                        self._block_range(fk, info, int(m[k]))
-                    except CorruptChunkError as err:
-                        errors.append(err)
-                    empty.append(k)
-                m, row, start, stop = m[~bad], row[~bad], start[~bad], stop[~bad]
-        else:
-            start = fh.data_offset + m * fh.block_bytes
-            stop = start + fh.block_bytes
+        start, stop, bad, errs = self._byte_ranges(fk, info, m)
+        errors = [err for _, err in errs]
+        empty = [] if bad is None else np.flatnonzero(bad).tolist()
+        if bad is not None:
+            m, row, start, stop = m[~bad], row[~bad], start[~bad], stop[~bad]
         if len(start) > 1 and (start[1:] < start[:-1]).any():
             order = np.argsort(start, kind="stable")
             m, row, start, stop = m[order], row[order], start[order], stop[order]
