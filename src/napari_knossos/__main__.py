@@ -46,9 +46,22 @@ def open_viewer(paths: list[str], sample: str = "annotated", ndisplay: int = 2, 
                 layer.opacity = 0.4
         viewer.reset_view()
         step = list(viewer.dims.current_step)
-        step[0] = viewer.dims.nsteps[0] // 2  # start in the middle of the stack
+        step[0] = viewer.dims.nsteps[0] // 2  # start in the middle of the stack …
         viewer.dims.current_step = tuple(step)
+        _go_to_edit_position(viewer)  # … or, as KNOSSOS does, where the annotation was left
     return viewer
+
+
+def _go_to_edit_position(viewer) -> None:
+    """Move the z slice to the edit position of the first skeleton layer, if any."""
+    from .skeleton_layers import SKELETON_KEY
+
+    for layer in viewer.layers:
+        skel = layer.metadata.get(SKELETON_KEY)
+        if skel is not None and skel.parameters.edit_position is not None:
+            z = float(skel.parameters.edit_position[2])
+            viewer.dims.set_point(0, z * float(layer.scale[0]) + float(layer.translate[0]))
+            return
 
 
 def main(argv: list[str] | None = None) -> int:
