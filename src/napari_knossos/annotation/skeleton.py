@@ -151,6 +151,28 @@ def _without_rows(a: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return buffer[:m]
 
 
+def _with_rows(a: np.ndarray, rows: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``a`` with ``values`` inserted so that they land at the (sorted, unique) indices ``rows``
+    of the result: the inverse of :func:`_without_rows`, into a new spare-capacity buffer."""
+    m = len(a) + len(rows)
+    buffer = np.empty((_spare_capacity(m), *a.shape[1:]), a.dtype)
+    out = buffer[:m]
+    if len(rows) > 32:
+        keep = np.ones(m, bool)
+        keep[rows] = False
+        out[keep] = a
+        out[rows] = values
+        return out
+    src = 0
+    for i, (lo, hi) in enumerate(pairwise([-1, *rows.tolist()])):
+        out[lo + 1 : hi] = a[src : src + hi - lo - 1]
+        src += hi - lo - 1
+        out[hi] = values[i]
+    last = int(rows[-1]) + 1 if len(rows) else 0
+    out[last:] = a[src:]
+    return out
+
+
 class Skeleton:
     """Trees, nodes, edges, comments, branch points, groups and parameters of one annotation.
 
@@ -409,6 +431,56 @@ class Skeleton:
 
     def set_edges(self, edges) -> None:
         self.edges = np.asarray(edges, dtype=np.int64).reshape(-1, 2)
+        self._touch()
+
+    # -- exact inverses, for undo (editing.py) ----------------------------------------------
+    def _insert_node_rows(self, rows: np.ndarray, values: dict[str, np.ndarray]) -> None:
+        """Put nodes back at the row indices ``rows`` (sorted, indices of the result) with their
+        column ``values``: the exact inverse of deleting those rows (comments etc. not included)."""
+        rows = np.asarray(rows, np.intp)
+        self.nodes = {k: _with_rows(self.nodes[k], rows, np.asarray(values[k], dt)) for k, (dt, _) in NODE_COLUMNS.items()}
+        self._node_buffers = {k: v.base for k, v in self.nodes.items()}
+        self._node_views = dict(self.nodes)
+        self._touch()
+
+    def _drop_last_nodes(self, count: int) -> None:
+        """Drop the last ``count`` rows (nodes appended last): O(1) for the columns that are the
+        model's own spare-capacity views (arrays handed out before may then see later appends in
+        their last rows). The id column always gets a fresh buffer, so caches keyed on its
+        identity (graph.py) see the change even when the same ids are appended again."""
+        n = self.num_nodes - count
+        old = self._node_buffers or {}
+        buffers = {}
+        for name, (dt, _) in NODE_COLUMNS.items():
+            col = self.nodes[name]
+            if name != "id" and col is self._node_views.get(name) and col.base is not None and col.base is old.get(name):
+                buffers[name] = old[name]
+            else:
+                buffers[name] = np.empty(_spare_capacity(n), dt)
+                buffers[name][:n] = col[:n]
+        self.nodes = {k: buffers[k][:n] for k in NODE_COLUMNS}
+        self._node_buffers = buffers
+        self._node_views = dict(self.nodes)
+        self._touch()
+
+    def _insert_edge_rows(self, positions: np.ndarray, edges: np.ndarray) -> None:
+        """Put edges back at the indices ``positions`` (sorted, indices of the result)."""
+        positions = np.asarray(positions, np.intp)
+        self._set_edge_view(_with_rows(np.asarray(self.edges, np.int64).reshape(-1, 2), positions, edges))
+        self._touch()
+
+    def _remove_edge_rows(self, positions: np.ndarray) -> None:
+        """Remove the edges at the indices ``positions`` (sorted, unique)."""
+        self._set_edge_view(_without_rows(self.edges, np.asarray(positions, np.intp)))
+        self._touch()
+
+    def _drop_last_edges(self, count: int) -> None:
+        """Drop the last ``count`` edges (appended last) into a fresh buffer (a new identity for
+        caches keyed on the edges array)."""
+        m = self.num_edges - count
+        buffer = np.empty((_spare_capacity(m), 2), np.int64)
+        buffer[:m] = self.edges[:m]
+        self._set_edge_view(buffer[:m])
         self._touch()
 
     # -- branch points ----------------------------------------------------------------------
