@@ -64,3 +64,43 @@ def test_refresh_after_model_edit(skel):
     sync.refresh()
     assert len(points.data) == 4 and len(vectors.data) == 2
     assert points.features["node_id"].tolist() == [1, 2, 3, nid]
+
+
+def test_incremental_updates_match_a_full_redraw(skel):
+    """Editor changes drawn incrementally ("(new)" layers, appends, moves, undo) show exactly
+    what a full redraw from the model shows."""
+    from napari_knossos.annotation.editing import Mode, SkeletonEditor
+
+    points, vectors = make_layers(skel)
+    added = []
+    editor = SkeletonEditor(skel, Mode.TRACING_ADVANCED)
+    sync = SkeletonSync(skel, points, vectors, editor=editor, add_layer=added.append)
+    editor.set_active_node(2)
+    for i in range(5):
+        editor.place_node((20 + i, 30, 6))
+    new_points, new_vectors = sync.new_points, sync.new_vectors
+    assert sync.pending == 5 and len(points.data) == 3 and new_points in added
+    assert new_points.features["node_id"].tolist() == [4, 5, 6, 7, 8]
+    assert new_points.features["tree_id"].tolist() == [1] * 5
+    np.testing.assert_array_equal(new_points.data[-1], [6, 30, 24])
+    np.testing.assert_allclose(new_points.face_color, np.tile(points.face_color[0], (5, 1)))
+    assert len(new_vectors.data) == 5  # 2-4, 4-5, …, 7-8
+    np.testing.assert_array_equal(new_vectors.data[0], [[6, 22, 12], [0, 8, 8]])
+    # the active node is ringed red, the others not
+    np.testing.assert_allclose(new_points.border_color[-1], [1.0, 0.1, 0.1, 1.0])
+    np.testing.assert_allclose(new_points.border_color[0], new_points.face_color[0])
+    # moving a main node moves its edges; undo of a placement shrinks the new layer
+    editor.move_nodes({1: (11, 21, 5)})
+    np.testing.assert_array_equal(points.data[0], [5, 21, 11])
+    np.testing.assert_array_equal(vectors.data[0, 0], [5, 21, 11])
+    editor.undo()  # the move
+    editor.undo()  # the last placement
+    assert sync.pending == 4 and len(new_vectors.data) == 4
+    # flush folds everything into the main layers: same as a fresh layer build
+    sync.flush()
+    fresh_points, fresh_vectors = make_layers(skel)
+    assert sync.pending == 0 and len(new_vectors.data) == 0
+    np.testing.assert_array_equal(points.data, fresh_points.data)
+    np.testing.assert_array_equal(vectors.data, fresh_vectors.data)
+    assert points.features["node_id"].tolist() == fresh_points.features["node_id"].tolist()
+    np.testing.assert_allclose(points.face_color, fresh_points.face_color)

@@ -36,6 +36,13 @@ AXIS_LABELS = ("z", "y", "x")
 DEFAULT_RADIUS_VOXELS = 1.5  # KNOSSOS default node radius
 
 
+RING_WIDTH = 0.3  # relative to the point size
+NODE_PIXELS = (7, 10_000)  # on-screen node size limits (px)
+ACTIVE_COLOR = (1.0, 0.1, 0.1, 1.0)  # KNOSSOS draws the active node red
+SELECTED_COLOR = (0.1, 0.9, 1.0, 1.0)
+BRANCHPOINT_COLOR = (0.2, 0.45, 1.0, 1.0)
+
+
 def _palette(tree_ids: np.ndarray) -> np.ndarray:
     """Deterministic distinct RGBA colours per tree id (golden-ratio hue walk)."""
     hues = (np.asarray(tree_ids, dtype=np.float64) * 0.618033988749895) % 1.0
@@ -53,8 +60,8 @@ def tree_colors(skel: Skeleton) -> dict[int, np.ndarray]:
     return out
 
 
-def _radius_voxels(skel: Skeleton, voxel_size_xyz) -> np.ndarray:
-    r = skel.nodes["radius"].astype(np.float64)
+def _radius_voxels(skel: Skeleton, voxel_size_xyz, rows=slice(None)) -> np.ndarray:
+    r = skel.nodes["radius"][rows].astype(np.float64)
     if skel.dialect == "webknossos" and voxel_size_xyz is not None:  # webKnossos radii are nm
         r = r / float(voxel_size_xyz[0])
     return np.where(np.isnan(r), DEFAULT_RADIUS_VOXELS, r)
@@ -115,9 +122,10 @@ def _edge_colors(skel: Skeleton, node_colors: np.ndarray) -> np.ndarray:
     return node_colors[skel.rows(skel.edges[:, 0])]
 
 
-def _visible_mask(skel: Skeleton) -> np.ndarray:
+def _visible_mask(skel: Skeleton, rows=slice(None)) -> np.ndarray:
     hidden = [tid for tid, t in skel.trees.items() if not t.visible]
-    return ~np.isin(skel.nodes["tree"], hidden) if hidden else np.ones(skel.num_nodes, bool)
+    trees = skel.nodes["tree"][rows]
+    return ~np.isin(trees, hidden) if hidden else np.ones(len(trees), bool)
 
 
 def skeleton_layer_data(skel: Skeleton, voxel_size_xyz=None, name: str = "skeleton", metadata=None) -> list[tuple]:
@@ -142,8 +150,9 @@ def skeleton_layer_data(skel: Skeleton, voxel_size_xyz=None, name: str = "skelet
                              "radius": DEFAULT_RADIUS_VOXELS},
         "size": np.maximum(2 * features["radius"].to_numpy(), 2.0),
         "face_color": colors,
-        "border_color": "white",
-        "border_width": 0.05,
+        "border_color": colors,  # no ring; rings mark active/selected/branch nodes
+        "border_width": RING_WIDTH,
+        "canvas_size_limits": NODE_PIXELS,  # nodes stay visible when zoomed out, as in KNOSSOS
         "shown": _visible_mask(skel),
         "metadata": {**meta, "napari_knossos_role": "nodes"},
     }
@@ -157,69 +166,159 @@ def skeleton_layer_data(skel: Skeleton, voxel_size_xyz=None, name: str = "skelet
         "vector_style": "line",
         "metadata": {**meta, "napari_knossos_role": "edges"},
     }
+    if not skel.num_nodes:  # napari cannot take empty per-point colour/size arrays
+        for k in ("size", "face_color", "border_color", "shown"):
+            points_kwargs.pop(k)
+    if not skel.num_edges:
+        vectors_kwargs.pop("edge_color")
     return [(points_data(skel), points_kwargs, "points"), (edge_vectors(skel), vectors_kwargs, "vectors")]
 
 
-class SkeletonSync:
-    """Binds a Skeleton to its Points and Vectors layers, both ways.
+def _to_float(text) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return np.nan
 
-    Points moved with napari's select tool move the nodes; deleted points delete the nodes
-    (with their edges, comments and branch points). Points added with napari's add tool
-    become nodes of the tree in ``points.feature_defaults["tree_id"]`` (a new tree if it
-    does not exist).
+
+def _recent_layers_kwargs(points, vectors) -> tuple[dict, dict]:
+    """Layer kwargs for the small 'new nodes' layers that mirror the look of the main ones."""
+    common = {"scale": tuple(points.scale), "units": UNITS, "axis_labels": AXIS_LABELS}
+    pkw = {**common, "name": f"{points.name} (new)", "border_width": RING_WIDTH, "canvas_size_limits": NODE_PIXELS,
+           "metadata": {**points.metadata, "napari_knossos_role": "new nodes"}}
+    vkw = {**common, "name": f"{vectors.name} (new)", "edge_width": vectors.edge_width,
+           "vector_style": "line", "metadata": {**vectors.metadata, "napari_knossos_role": "new edges"}}
+    return pkw, vkw
+
+
+class SkeletonSync:
+    """Binds a Skeleton to its napari layers, both ways, and redraws only what changed.
+
+    napari → model: points moved with napari's select tool move the nodes; deleted points
+    delete the nodes (with their edges, comments and branch points); points added with
+    napari's add tool become nodes of the tree in ``feature_defaults["tree_id"]`` (a new tree
+    if it does not exist). With an ``editor`` (:class:`~napari_knossos.annotation.editing.SkeletonEditor`)
+    these edits go through it: undoable, and refused (then reverted) in Review mode.
+
+    model → napari: :meth:`apply` takes the editor's change descriptions. Appending a node to a
+    100k-point layer costs napari ~150 ms (it re-coerces every point's symbol and rebuilds every
+    vector), so new nodes and their edges go to two small "(new)" layers, drawn the same way,
+    and :meth:`flush` folds them into the main layers when the user pauses (the widget's timer)
+    or when they grow past ``flush_at``. The main layers hold the first ``main_rows`` model rows
+    and ``main_edges`` edge rows; anything that changes that prefix redraws everything.
+    ``add_layer`` (e.g. ``viewer.add_layer``) adds the helper layers; without it every change
+    redraws the main layers.
     """
 
-    def __init__(self, skel: Skeleton, points, vectors, voxel_size_xyz=None):
+    def __init__(self, skel: Skeleton, points, vectors, voxel_size_xyz=None, *, editor=None,
+                 add_layer=None, flush_at: int = 2000, on_refused=None):
         self.skel, self.points, self.vectors = skel, points, vectors
+        self.editor = editor
         self.voxel_size_xyz = voxel_size_xyz or skel.parameters.scale or (1.0, 1.0, 1.0)
-        self._removing: list[int] = []
+        self.add_layer = add_layer
+        self.flush_at = flush_at
+        self.on_refused = on_refused or (lambda message: None)
+        self.new_points = self.new_vectors = None
+        self._main_marks = None
+        self.size_property: str | None = None
+        self.color_property: str | None = None
+        self.colormap = "viridis"
+        self._removing: dict[int, list[int]] = {}
         self._updating = False
-        points.events.data.connect(self._on_points_data)
+        self._handlers = {}
+        self._connect(points)
+        self._remember_main()
+        self._main_marks = None
         # napari keeps weak references to bound methods: the layers keep the sync alive
         points.metadata[SYNC_KEY] = self
         vectors.metadata[SYNC_KEY] = self
+        if editor is not None:
+            editor.subscribe(self.apply)
 
     def disconnect(self) -> None:
-        self.points.events.data.disconnect(self._on_points_data)
+        for layer, handler in self._handlers.items():
+            layer.events.data.disconnect(handler)
+        self._handlers.clear()
+        if self.editor is not None:
+            self.editor.unsubscribe(self.apply)
+
+    @property
+    def pending(self) -> int:
+        """Nodes drawn in the "(new)" layer, waiting for :meth:`flush`."""
+        return 0 if self.new_points is None else len(self.new_points.data)
+
+    def _connect(self, layer) -> None:
+        def handler(event, layer=layer):
+            self._on_points_data(layer, event)
+
+        layer.events.data.connect(handler)
+        self._handlers[layer] = handler
+
+    def _remember_main(self) -> None:
+        ids = self.points.features["node_id"].to_numpy() if len(self.points.data) else np.empty(0, np.int64)
+        self.main_rows = len(ids)
+        self._main_last_id = int(ids[-1]) if len(ids) else None
+        self.main_edges = len(self.vectors.data)
+        self._main_last_edge = tuple(self.skel.edges[self.main_edges - 1]) if self.main_edges else None
 
     # -- napari → model -------------------------------------------------------------------
-    def _on_points_data(self, event) -> None:
+    def _on_points_data(self, layer, event) -> None:
         if self._updating:
             return
-        action = str(getattr(event, "action", ""))
-        action = action.rsplit(".", 1)[-1].lower()
+        action = str(getattr(event, "action", "")).rsplit(".", 1)[-1].lower()
         indices = [int(i) for i in getattr(event, "data_indices", ())]
-        if action == "removing":
-            ids = self.points.features["node_id"].to_numpy()
-            self._removing = [int(ids[i]) for i in indices if 0 <= i < len(ids)]
-        elif action == "removed":
-            if self._removing:
-                self.skel.delete_nodes(self._removing)
-                self._removing = []
-                self._refresh_edges()
-        elif action == "changed" and len(indices) < len(self.points.data):
-            ids = self.points.features["node_id"].to_numpy()
-            data = self.points.data
-            for i in indices:
-                z, y, x = data[i]
-                self.skel.move_node(int(ids[i]), (x, y, z))
-            self._refresh_edges()
-        elif action == "added":
-            self._adopt_added(indices)
+        ids = layer.features["node_id"].to_numpy() if "node_id" in layer.features else np.empty(0)
+        try:
+            if action == "removing":
+                self._removing[id(layer)] = [int(ids[i]) for i in indices if 0 <= i < len(ids)]
+            elif action == "removed":
+                gone = self._removing.pop(id(layer), [])
+                if gone:
+                    self._delete(gone)
+            elif action == "changed" and len(indices) < len(layer.data):
+                moves = {}
+                for i in indices:
+                    z, y, x = layer.data[i]
+                    moves[int(ids[i])] = (float(x), float(y), float(z))
+                self._move(moves)
+            elif action == "added":
+                self._adopt_added(layer, indices)
+        except Exception as error:  # a refused edit (Review mode, movement area …): undo it on screen
+            if type(error).__name__ != "EditRefused":
+                raise
+            self.on_refused(str(error))
+            self.refresh()
 
-    def _adopt_added(self, indices) -> None:
-        feats = self.points.features
-        n = len(self.points.data)
+    def _delete(self, node_ids) -> None:
+        if self.editor is not None:
+            self.editor.delete_nodes(node_ids)
+        else:
+            self.skel.delete_nodes(node_ids)
+            self.refresh()
+
+    def _move(self, moves: dict[int, tuple]) -> None:
+        if self.editor is not None:
+            self.editor.move_nodes(moves)
+        else:
+            for nid, pos in moves.items():
+                self.skel.move_node(nid, pos)
+            self._redraw_moved(np.fromiter(moves, np.int64, len(moves)))
+
+    def _adopt_added(self, layer, indices) -> None:
+        feats = layer.features
+        n = len(layer.data)
         rows = [i if i >= 0 else n + i for i in indices]
-        for r in rows:
-            tid = int(feats["tree_id"].iloc[r]) if "tree_id" in feats else self.skel.next_tree_id()
-            if tid not in self.skel.trees or tid <= 0:
-                tid = self.skel.add_tree().id
-            z, y, x = self.points.data[r]
-            nid = self.skel.add_node((x, y, z), tid)
-            with self._blocked():
-                feats.loc[feats.index[r], "node_id"] = nid
-                feats.loc[feats.index[r], "tree_id"] = tid
+        positions = [tuple(float(c) for c in layer.data[r][::-1]) for r in rows]
+        if self.editor is not None:
+            with self.editor.batch("add nodes"):
+                for pos in positions:
+                    self.editor.place_node(pos)
+        else:
+            for r, pos in zip(rows, positions):
+                tid = int(feats["tree_id"].iloc[r]) if "tree_id" in feats else -1
+                if tid not in self.skel.trees or tid <= 0:
+                    tid = self.skel.add_tree().id
+                self.skel.add_node(pos, tid)
         self.refresh()
 
     # -- model → napari -------------------------------------------------------------------
@@ -235,22 +334,243 @@ class SkeletonSync:
 
         return _Block()
 
-    def _refresh_edges(self) -> None:
-        colors = _node_colors(self.skel)
-        self.vectors.data = edge_vectors(self.skel)
-        if self.skel.num_edges:
-            self.vectors.edge_color = _edge_colors(self.skel, colors)
+    def apply(self, change) -> None:
+        """Redraw after an editor change (see ``editing.Change``): cheaply where possible."""
+        kind = getattr(change, "kind", "full")
+        if kind in ("nodes_added", "nodes_removed") and self._prefix_unchanged():
+            self._redraw_new()
+        elif kind == "nodes_moved" and self._prefix_unchanged():
+            self._redraw_moved(np.asarray(change.node_ids, np.int64))
+        elif kind in ("selection", "active", "mode"):
+            pass
+        else:
+            self.refresh()
+        self.redraw_highlight()
+
+    def _prefix_unchanged(self) -> bool:
+        """Are model rows [:main_rows] and edges [:main_edges] still what the main layers show?"""
+        ids, n0, m0 = self.skel.nodes["id"], self.main_rows, self.main_edges
+        if len(ids) < n0 or (n0 and int(ids[n0 - 1]) != self._main_last_id):
+            return False
+        if self.skel.num_edges < m0 or (m0 and tuple(self.skel.edges[m0 - 1]) != self._main_last_edge):
+            return False
+        return self.add_layer is not None
+
+    def _ensure_new_layers(self) -> None:
+        if self.new_points is not None:
+            return
+        from napari.layers import Points, Vectors
+
+        pkw, vkw = _recent_layers_kwargs(self.points, self.vectors)
+        empty = pd.DataFrame({"node_id": np.empty(0, np.int64), "tree_id": np.empty(0, np.int64),
+                              "radius": np.empty(0), "comment": np.empty(0, object)})
+        self.new_points = Points(np.empty((0, 3)), features=empty, **pkw)
+        self.new_vectors = Vectors(np.empty((0, 2, 3)), **vkw)
+        self.new_points.metadata[SYNC_KEY] = self.new_vectors.metadata[SYNC_KEY] = self
+        self.add_layer(self.new_vectors)
+        self.add_layer(self.new_points)
+        self._connect(self.new_points)
+
+    def _redraw_new(self) -> None:
+        """Draw model rows past ``main_rows`` and edges past ``main_edges`` in the "(new)" layers."""
+        skel, n0, m0 = self.skel, self.main_rows, self.main_edges
+        n_new, m_new = skel.num_nodes - n0, skel.num_edges - m0
+        if n_new > self.flush_at:
+            self.refresh()
+            return
+        self._ensure_new_layers()
+        sl = slice(n0, None)
+        pos = np.stack([skel.nodes["z"][sl], skel.nodes["y"][sl], skel.nodes["x"][sl]], axis=1)
+        colors = tree_colors(skel)
+        trees = skel.nodes["tree"][sl]
+        face = np.array([colors.get(int(t), _palette([t])[0]) for t in trees], np.float32).reshape(-1, 4)
+        radius = _radius_voxels(skel, self.voxel_size_xyz, sl)
+        ids = skel.nodes["id"][sl]
+        if m_new:
+            e = skel.edges[m0:]
+            ends = np.concatenate([e[:, 0], e[:, 1]])
+            rows = skel.rows(ends)
+            p = np.stack([skel.nodes["z"][rows], skel.nodes["y"][rows], skel.nodes["x"][rows]], axis=1)
+            a, b = p[:m_new], p[m_new:]
+            vec = np.stack([a, b - a], axis=1)
+            tree_a = skel.nodes["tree"][rows[:m_new]]
+            vcolor = np.array([colors.get(int(t), _palette([t])[0]) for t in tree_a], np.float32).reshape(-1, 4)
+        else:
+            vec, vcolor = np.empty((0, 2, 3)), None
+        size = np.maximum(2 * radius, 2.0)
+        if n_new and (self.size_property or self.color_property):
+            size, face = self._styled(sl, size, face)
+        with self._blocked():
+            appended = self._append_one(pos, ids, trees, radius, size, face)
+            if not appended:
+                self.new_points.data = pos
+                self.new_points.features = pd.DataFrame({
+                    "node_id": ids.copy(), "tree_id": trees.copy(), "radius": radius,
+                    "comment": [skel.comments.get(int(i), "") for i in ids]})
+            if n_new and not appended:
+                self.new_points.size = size
+                self.new_points.face_color = face
+                shown = _visible_mask(skel, sl)
+                if not shown.all() or not self.new_points.shown.all():
+                    self.new_points.shown = shown
+            if m_new or len(self.new_vectors.data):
+                self.new_vectors.data = vec
+            if m_new:
+                self.new_vectors.edge_color = vcolor
+
+    def _append_one(self, pos, ids, trees, radius, size, face) -> bool:
+        """The usual tracing step: the "(new)" layer shows all but the last row already. Append
+        that one point with its look set up front (napari's current size/colours and feature
+        defaults), so napari redraws the layer once instead of once per property. Undo of a
+        placement drops the last point the same way."""
+        layer = self.new_points
+        k = len(layer.data)
+        if len(layer.selected_data) or not layer.shown.all():
+            return False
+        if len(pos) == k - 1 and k > 1:  # undo of a placement: drop the last point
+            if np.array_equal(layer.data[: k - 1], pos) and int(layer.features["node_id"].iloc[k - 2]) == int(ids[-1]):
+                layer.data = pos
+                return True
+            return False
+        if len(pos) != k + 1:
+            return False
+        if k and (not np.array_equal(layer.data, pos[:k]) or int(layer.features["node_id"].iloc[-1]) != int(ids[k - 1])):
+            return False
+        layer.feature_defaults = {"node_id": int(ids[-1]), "tree_id": int(trees[-1]), "radius": float(radius[-1]),
+                                  "comment": self.skel.comments.get(int(ids[-1]), "")}
+        layer.current_size = float(size[-1])
+        layer.current_face_color = face[-1]
+        layer.current_border_color = face[-1]
+        layer.data = pos
+        return True
+
+    def _redraw_moved(self, node_ids: np.ndarray) -> None:
+        """Move points and the vectors of their edges (main rows in place, new rows redrawn)."""
+        skel = self.skel
+        rows = skel.rows(node_ids)
+        main = rows[rows < self.main_rows]
+        with self._blocked():
+            if len(main):
+                data = self.points.data
+                data[main] = np.stack([skel.nodes["z"][main], skel.nodes["y"][main], skel.nodes["x"][main]], axis=1)
+                self.points.data = data
+            m0 = self.main_edges
+            if m0 and len(main):
+                e = skel.edges[:m0]
+                hit = np.flatnonzero(np.isin(e, skel.nodes["id"][main]).any(axis=1))
+                if len(hit):
+                    vec = self.vectors.data
+                    r = skel.rows(e[hit].reshape(-1)).reshape(-1, 2)
+                    p = np.stack([skel.nodes["z"], skel.nodes["y"], skel.nodes["x"]], axis=1)
+                    vec[hit, 0] = p[r[:, 0]]
+                    vec[hit, 1] = p[r[:, 1]] - p[r[:, 0]]
+                    self.vectors.data = vec
+        if self.new_points is not None or len(main) < len(rows):
+            self._redraw_new()
+
+    def _marks(self) -> dict[int, tuple]:
+        """Node id → ring colour: branch points, then selected nodes, then the active node."""
+        skel = self.skel
+        marks: dict[int, tuple] = {}
+        for nid, _ in skel.branchpoints:
+            marks[nid] = BRANCHPOINT_COLOR
+        for nid in getattr(self.editor, "selected_nodes", ()):
+            marks[nid] = SELECTED_COLOR
+        if skel.parameters.active_node is not None:
+            marks[skel.parameters.active_node] = ACTIVE_COLOR
+        return {n: c for n, c in marks.items() if skel.has_node(n)}
+
+    def redraw_highlight(self) -> None:
+        """Ring the active node (red), selected nodes (cyan) and branch points (blue).
+
+        The rings are the points' border colours (a border the colour of the face is no ring):
+        no extra layer, and no data event (each costs napari a dims update). The main layer's
+        borders are only reset when its marked rows change.
+        """
+        marks = self._marks()
+        ids = np.fromiter(marks, np.int64, len(marks))
+        rows = self.skel.rows(ids)
+        colors = np.array([marks[int(n)] for n in ids], np.float32).reshape(-1, 4)
+        in_main = rows < self.main_rows
+        main_key = (rows[in_main].tobytes(), colors[in_main].tobytes())
+        with self._blocked():
+            if main_key != self._main_marks and len(self.points.data):
+                border = np.array(self.points.face_color, np.float32)
+                border[rows[in_main]] = colors[in_main]
+                self.points.border_color = border
+                self._main_marks = main_key
+            if self.pending:
+                border = np.array(self.new_points.face_color, np.float32)
+                border[rows[~in_main] - self.main_rows] = colors[~in_main]
+                self.new_points.border_color = border
+
+    def set_style(self, size_property: str | None = None, color_property: str | None = None,
+                  colormap: str = "viridis") -> None:
+        """Drive node size and/or face colour by a numeric node property (None: radius / tree
+        colour). Size maps the property's range to 1–4× the default size; colour through
+        ``colormap`` over the property's range. Nodes without the property keep the default."""
+        self.size_property, self.color_property, self.colormap = size_property, color_property, colormap
+        self.refresh()
+
+    def _property_values(self, name: str, rows) -> np.ndarray:
+        values = self.skel.node_properties.get(name, {})
+        ids = self.skel.nodes["id"][rows]
+        out = np.full(len(ids), np.nan)
+        if values:
+            keys = np.fromiter(values, np.int64, len(values))
+            vals = np.array([_to_float(v) for v in values.values()])
+            order = np.argsort(keys)
+            keys, vals = keys[order], vals[order]
+            at = np.clip(np.searchsorted(keys, ids), 0, len(keys) - 1)
+            hit = keys[at] == ids
+            out[hit] = vals[at[hit]]
+        return out
+
+    def _property_range(self, name: str) -> tuple[float, float]:
+        vals = np.array([_to_float(v) for v in self.skel.node_properties.get(name, {}).values()])
+        vals = vals[np.isfinite(vals)]
+        return (float(vals.min()), float(vals.max())) if len(vals) else (0.0, 1.0)
+
+    def _styled(self, rows, size: np.ndarray, face: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Size and face colour of ``rows`` after :meth:`set_style`."""
+        if self.size_property:
+            v = self._property_values(self.size_property, rows)
+            lo, hi = self._property_range(self.size_property)
+            t = np.clip((v - lo) / ((hi - lo) or 1.0), 0, 1)
+            size = np.where(np.isfinite(v), 2 * DEFAULT_RADIUS_VOXELS * (1 + 3 * t), size)
+        if self.color_property:
+            from napari.utils.colormaps import ensure_colormap
+
+            v = self._property_values(self.color_property, rows)
+            lo, hi = self._property_range(self.color_property)
+            t = np.clip((v - lo) / ((hi - lo) or 1.0), 0, 1)
+            mapped = ensure_colormap(self.colormap).map(np.nan_to_num(t)).astype(np.float32)
+            face = np.where(np.isfinite(v)[:, None], mapped, face)
+        return size, face
+
+    def flush(self) -> None:
+        """Fold the "(new)" layers into the main ones (one full redraw)."""
+        if self.pending or (self.new_vectors is not None and len(self.new_vectors.data)):
+            self.refresh()
 
     def refresh(self) -> None:
-        """Redraw both layers from the model (after edits made outside napari's tools)."""
+        """Redraw the main layers from the model and empty the "(new)" layers."""
         (pdata, pkw, _), (vdata, vkw, _) = skeleton_layer_data(self.skel, self.voxel_size_xyz)
         with self._blocked():
             self.points.data = pdata
             self.points.features = pkw["features"]
             if len(pdata):
-                self.points.size = pkw["size"]
-                self.points.face_color = pkw["face_color"]
+                size, face = pkw["size"], pkw["face_color"]
+                if self.size_property or self.color_property:
+                    size, face = self._styled(slice(None), np.asarray(size, np.float64), face)
+                self.points.size = size
+                self.points.face_color = face
                 self.points.shown = pkw["shown"]
             self.vectors.data = vdata
             if len(vdata):
                 self.vectors.edge_color = vkw["edge_color"]
+            if self.new_points is not None:
+                self.new_points.data = np.empty((0, 3))
+                self.new_vectors.data = np.empty((0, 2, 3))
+        self._remember_main()
+        self._main_marks = None
