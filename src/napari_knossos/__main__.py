@@ -20,11 +20,14 @@ def _parser() -> argparse.ArgumentParser:
                    "annotation (default), the KNOSSOS volume alone, or its webKnossos zarr3 copy")
     p.add_argument("--screenshot", metavar="PNG", help="save a screenshot of the viewer and exit")
     p.add_argument("--ndisplay", type=int, choices=[2, 3], default=2)
+    p.add_argument("--no-tools", action="store_true", help="do not dock the tracing widget")
     return p
 
 
-def open_viewer(paths: list[str], sample: str = "annotated", ndisplay: int = 2, show: bool = True):
-    """A napari viewer with ``paths`` (or the sample) opened by this plugin."""
+def open_viewer(paths: list[str], sample: str = "annotated", ndisplay: int = 2, show: bool = True,
+                tools: bool = True):
+    """A napari viewer with ``paths`` (or the sample) opened by this plugin, and (``tools``)
+    the tracing dock widget attached to it."""
     import napari
 
     viewer = napari.Viewer(title="napari-knossos", show=False, ndisplay=ndisplay)
@@ -49,6 +52,11 @@ def open_viewer(paths: list[str], sample: str = "annotated", ndisplay: int = 2, 
         step[0] = viewer.dims.nsteps[0] // 2  # start in the middle of the stack …
         viewer.dims.current_step = tuple(step)
         _go_to_edit_position(viewer)  # … or, as KNOSSOS does, where the annotation was left
+    if tools and show:
+        viewer.window.add_plugin_dock_widget("napari-knossos", "Tracing and synapses")
+        image = next((layer for layer in viewer.layers if type(layer).__name__ == "Image"), None)
+        if image is not None:
+            viewer.layers.selection.active = image  # tracing keys work on the image layer
     return viewer
 
 
@@ -68,8 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     import napari
 
-    viewer = open_viewer(args.paths, args.sample, args.ndisplay, show=True)
+    viewer = open_viewer(args.paths, args.sample, args.ndisplay, show=True, tools=not args.no_tools)
     if args.screenshot:
+        from napari.qt import get_qapp
+
+        get_qapp().processEvents()  # let the dock widget take its place
         viewer.screenshot(args.screenshot, canvas_only=False, flash=False)
         viewer.close()
         return 0

@@ -1,0 +1,388 @@
+"""The tracing dock widget driven like a user: real mouse and key events on napari's canvas.
+
+Each test opens a viewer with a dark 3-D image (voxel size 10 × 10 × 25 nm), docks the
+tracing widget and acts through the canvas widget; assertions are on the model, the layers
+and screenshots.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from qtpy.QtCore import QPoint, Qt
+
+from napari_knossos.annotation.editing import Mode
+from napari_knossos.widgets.tracing import TracingWidget
+
+SCALE = (25.0, 10.0, 10.0)  # z, y, x nm
+
+
+@pytest.fixture
+def traced(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    monkeypatch.setenv("NAPARI_KNOSSOS_DATA_DIR", str(tmp_path / "data"))
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(np.zeros((40, 200, 200), np.uint8), scale=SCALE, units="nm", name="em",
+                     contrast_limits=(0, 255))
+    widget = TracingWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Tracing")
+    viewer.window._qt_window.resize(1280, 1000)
+    qt_viewer = viewer.window._qt_viewer  # room for the canvas next to the dock widget
+    qt_viewer.dockLayerList.hide()
+    qt_viewer.dockLayerControls.hide()
+    qtbot.wait(50)
+    assert canvas(viewer).width() >= 500, canvas(viewer).width()
+    viewer.dims.set_point(0, 20 * SCALE[0])
+    viewer.scene.camera.center = (20 * SCALE[0], 100 * SCALE[1], 100 * SCALE[2])
+    viewer.scene.camera.zoom = 0.3  # 3 canvas pixels per voxel: 200 voxels fit
+    viewer.layers.selection.active = viewer.layers["em"]
+    qtbot.wait(50)
+    return viewer, widget, qtbot
+
+
+def canvas(viewer):
+    return viewer.window._qt_viewer.canvas.native  # the real widget, to send real events
+
+
+def pixel_of(viewer, y, x):
+    """Canvas pixel (px, py) of voxel (y, x) in the 2-D view."""
+    cam = viewer.scene.camera
+    native = canvas(viewer)
+    cy, cx = cam.center[-2:]
+    px = (x * SCALE[2] - cx) * cam.zoom + native.width() / 2
+    py = (y * SCALE[1] - cy) * cam.zoom + native.height() / 2
+    return QPoint(round(px), round(py))
+
+
+def click(viewer, qtbot, y, x, button=Qt.MouseButton.RightButton, modifier=Qt.KeyboardModifier.NoModifier):
+    native = canvas(viewer)
+    pos = pixel_of(viewer, y, x)
+    qtbot.mousePress(native, button, modifier, pos)
+    qtbot.mouseRelease(native, button, modifier, pos)
+    qtbot.wait(5)
+
+
+def key(viewer, qtbot, k, modifier=Qt.KeyboardModifier.NoModifier):
+    qtbot.keyClick(canvas(viewer), k, modifier)
+    qtbot.wait(5)
+
+
+def test_right_click_places_linked_nodes_where_clicked_and_draws_them(traced):
+    viewer, widget, qtbot = traced
+    skel = widget.session.skel
+    for y, x in [(50, 60), (80, 90), (120, 100)]:
+        click(viewer, qtbot, y, x)
+    assert skel.num_nodes == 3
+    np.testing.assert_array_equal(skel.positions(), [[60, 50, 20], [90, 80, 20], [100, 120, 20]])
+    assert sorted(map(tuple, np.sort(skel.edges, axis=1).tolist())) == [(1, 2), (2, 3)]
+    assert widget.session.editor.active_node == 3
+    assert "● unsaved" in widget.dirty_label.text()
+    # the nodes are drawn where they were placed, in their tree's colour; the active one ringed red
+    shot = viewer.screenshot(canvas_only=True, flash=False)
+    sx = shot.shape[1] / canvas(viewer).width()
+    for nid, (y, x) in zip((1, 2), [(50, 60), (80, 90)]):
+        p = pixel_of(viewer, y, x)
+        colour = shot[int(p.y() * sx), int(p.x() * sx), :3] / 255
+        assert colour.max() > 0.5, (nid, colour)  # not the black image
+    p = pixel_of(viewer, 120, 100)
+    y0, x0 = int(p.y() * sx), int(p.x() * sx)
+    around = shot[y0 - 8 : y0 + 9, x0 - 8 : x0 + 9, :3].astype(int)
+    redness = around[..., 0] - np.maximum(around[..., 1], around[..., 2])
+    assert redness.max() > 120, around[..., 0].max()  # red ring of the active node
+    p1 = pixel_of(viewer, 50, 60)
+    around1 = shot[int(p1.y() * sx) - 8 : int(p1.y() * sx) + 9, int(p1.x() * sx) - 8 : int(p1.x() * sx) + 9, :3].astype(int)
+    assert (around1[..., 0] - np.maximum(around1[..., 1], around1[..., 2])).max() < 60  # no ring on node 1
+    # the edge between nodes 1 and 2 is drawn halfway
+    mid = pixel_of(viewer, 65, 75)
+    assert shot[int(mid.y() * sx), int(mid.x() * sx), :3].max() > 100
+
+
+def test_new_tree_key_undo_redo_and_review_mode(traced):
+    viewer, widget, qtbot = traced
+    skel, ed = widget.session.skel, widget.session.editor
+    click(viewer, qtbot, 50, 50)
+    click(viewer, qtbot, 60, 50)
+    key(viewer, qtbot, Qt.Key.Key_C)  # Tracing mode traces one tree: refused
+    assert len(skel.trees) == 1 and "Tracing Advanced" in widget.status_label.text()
+    widget.mode_combo.setCurrentText(Mode.TRACING_ADVANCED.value)
+    key(viewer, qtbot, Qt.Key.Key_C)  # new tree
+    assert len(skel.trees) == 2
+    click(viewer, qtbot, 100, 100)
+    assert len(skel.trees) == 2 and skel.tree_of(3) != skel.tree_of(1), widget.status_label.text()
+    assert skel.num_edges == 1  # the first node of the new tree is not linked
+    key(viewer, qtbot, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert skel.num_nodes == 2 and not skel.has_node(3)
+    key(viewer, qtbot, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
+    assert skel.has_node(3) and skel.num_nodes == 3
+    widget.mode_combo.setCurrentText(Mode.REVIEW.value)
+    assert ed.mode is Mode.REVIEW and "read-only" in widget.mode_label.text()
+    assert "Review" in widget.cheat_sheet.toPlainText()
+    click(viewer, qtbot, 150, 150)
+    assert skel.num_nodes == 3 and "Review" in widget.status_label.text()
+    key(viewer, qtbot, Qt.Key.Key_Delete)
+    assert skel.num_nodes == 3
+
+
+def test_select_drag_link_and_delete_with_the_mouse(traced):
+    viewer, widget, qtbot = traced
+    skel, ed = widget.session.skel, widget.session.editor
+    widget.mode_combo.setCurrentText(Mode.TRACING_ADVANCED.value)
+    click(viewer, qtbot, 50, 50)
+    click(viewer, qtbot, 50, 100)
+    click(viewer, qtbot, 100, 100)
+    # left-click on node 1 makes it active
+    click(viewer, qtbot, 50, 50, Qt.MouseButton.LeftButton)
+    assert ed.active_node == 1
+    # Alt+left-click on node 3 links it to the active node (a cycle: allowed in Advanced)
+    click(viewer, qtbot, 100, 100, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.AltModifier)
+    assert skel.has_edge(1, 3)
+    # left-drag node 2 to (70, 130): it moves, the camera does not pan
+    native = canvas(viewer)
+    center = tuple(viewer.scene.camera.center)
+    start, end = pixel_of(viewer, 50, 100), pixel_of(viewer, 70, 130)
+    qtbot.mousePress(native, Qt.MouseButton.LeftButton, pos=start)
+    for t in np.linspace(0, 1, 6)[1:]:
+        qtbot.mouseMove(native, QPoint(int(start.x() + t * (end.x() - start.x())), int(start.y() + t * (end.y() - start.y()))))
+        qtbot.wait(2)
+    qtbot.mouseRelease(native, Qt.MouseButton.LeftButton, pos=end)
+    np.testing.assert_allclose(skel.position(2), [130, 70, 20], atol=1)
+    assert tuple(viewer.scene.camera.center) == center
+    # Shift+left-click adds node 3 to the selection; Delete deletes the selection
+    click(viewer, qtbot, 50, 50, Qt.MouseButton.LeftButton)
+    click(viewer, qtbot, 100, 100, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.ShiftModifier)
+    assert ed.selected_nodes == {1, 3}
+    key(viewer, qtbot, Qt.Key.Key_Delete)
+    assert skel.node_ids().tolist() == [2], widget.status_label.text()
+    key(viewer, qtbot, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert skel.node_ids().tolist() == [1, 2, 3] and skel.has_edge(1, 3)
+
+
+def test_branch_points_jump_traverse_comments_and_radius(traced):
+    viewer, widget, qtbot = traced
+    skel, ed = widget.session.skel, widget.session.editor
+    click(viewer, qtbot, 50, 50)
+    key(viewer, qtbot, Qt.Key.Key_B)  # node 1 is a branch point
+    click(viewer, qtbot, 60, 60)
+    click(viewer, qtbot, 70, 70)
+    assert [b[0] for b in skel.branchpoints] == [1]
+    viewer.scene.camera.center = (0, 0, 0)
+    key(viewer, qtbot, Qt.Key.Key_J)  # pop and jump
+    assert ed.active_node == 1 and skel.branchpoints == []
+    np.testing.assert_allclose(viewer.scene.camera.center[-2:], [50 * SCALE[1], 50 * SCALE[2]])
+    key(viewer, qtbot, Qt.Key.Key_X)  # depth-first: next node after 1
+    assert ed.active_node == 2
+    key(viewer, qtbot, Qt.Key.Key_X, Qt.KeyboardModifier.ShiftModifier)
+    assert ed.active_node == 1
+    # comment slot Ctrl+1
+    widget.slot_edits[0].setText("soma")
+    key(viewer, qtbot, Qt.Key.Key_1, Qt.KeyboardModifier.ControlModifier)
+    assert skel.comments == {1: "soma"}
+    # S jumps back to the active node
+    viewer.dims.set_point(0, 0.0)
+    key(viewer, qtbot, Qt.Key.Key_S)
+    assert viewer.dims.point[0] == pytest.approx(20 * SCALE[0])
+    # Shift+wheel scales the active node's radius by 10 %
+    r0 = float(np.nan_to_num(skel.nodes["radius"][0], nan=1.5))
+    zoom = viewer.scene.camera.zoom
+    wheel(viewer, pixel_of(viewer, 50, 50), +120, Qt.KeyboardModifier.ShiftModifier)
+    assert float(skel.nodes["radius"][0]) == pytest.approx(r0 * 1.1, rel=1e-5)
+    assert viewer.scene.camera.zoom == zoom  # Shift+wheel does not zoom
+
+
+def wheel(viewer, pos, delta, modifiers):
+    from qtpy.QtCore import QPointF
+    from qtpy.QtGui import QWheelEvent
+    from qtpy.QtWidgets import QApplication
+
+    native = canvas(viewer)
+    event = QWheelEvent(QPointF(pos), QPointF(native.mapToGlobal(pos)), QPoint(0, 0), QPoint(0, delta),
+                        Qt.MouseButton.NoButton, modifiers, Qt.ScrollPhase.NoScrollPhase, False)
+    QApplication.sendEvent(native, event)
+
+
+def test_synapse_workflow_with_keys_table_and_csv(traced, tmp_path):
+    viewer, widget, qtbot = traced
+    skel, ed = widget.session.skel, widget.session.editor
+    widget.mode_combo.setCurrentText(Mode.TRACING_ADVANCED.value)
+    click(viewer, qtbot, 40, 40)
+    click(viewer, qtbot, 40, 60)  # axon: nodes 1-2 in tree 1
+    key(viewer, qtbot, Qt.Key.Key_C, Qt.KeyboardModifier.ShiftModifier)  # start synapse on node 2
+    assert ed.synapse_state == "cleft"
+    click(viewer, qtbot, 45, 65)
+    click(viewer, qtbot, 50, 65)  # the cleft, its own tree
+    key(viewer, qtbot, Qt.Key.Key_C)  # end the cleft
+    assert ed.synapse_state == "awaiting_post"
+    click(viewer, qtbot, 55, 70)  # the post-synapse
+    assert ed.synapse_state == "idle"
+    (syn,) = skel.synapses()
+    cleft = skel.trees[syn["cleft_tree"]]
+    assert syn["pre_node"] == 2 and syn["post_node"] == 5
+    assert cleft.properties["synapticCleft"].lower() == "true"
+    assert skel.node_ids(cleft.id).tolist() == [3, 4]
+    assert skel.tree_of(5) not in (skel.tree_of(2), cleft.id)
+    # the synapse table shows it; double-click on "post tree" jumps to the post-synapse
+    widget.tabs.setCurrentIndex(1)
+    table = widget.synapse_table
+    assert table.rowCount() == 1
+    assert int(table.item(0, 0).text()) == cleft.id and int(table.item(0, 1).text()) == skel.tree_of(2)
+    assert int(table.item(0, 2).text()) == skel.tree_of(5)
+    viewer.scene.camera.center = (0, 0, 0)
+    widget._on_synapse_clicked(0, 2)
+    assert ed.active_node == 5
+    np.testing.assert_allclose(viewer.scene.camera.center[-2:], [55 * SCALE[1], 70 * SCALE[2]])
+    # exports
+    syn_csv = widget.export_synapses(str(tmp_path / "syn.csv"))
+    lines = Path(syn_csv).read_text().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("cleft_tree")
+    con = widget.export_connectivity(str(tmp_path / "con.csv"))
+    rows = [r.split(",") for r in Path(con).read_text().splitlines()]
+    pre, post = skel.tree_of(2), skel.tree_of(5)
+    header = [int(x) for x in rows[0][1:]]
+    matrix = {int(r[0]): [int(x) for x in r[1:]] for r in rows[1:]}
+    assert matrix[pre][header.index(post)] == 1
+    # Ctrl+Shift+C reverses the direction
+    ed.set_active_node(3)
+    key(viewer, qtbot, Qt.Key.Key_C, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
+    (syn,) = skel.synapses()
+    assert syn["pre_node"] == 5 and syn["post_node"] == 2
+    # hide synapse trees
+    widget.show_synapse_trees.setChecked(False)
+    assert not skel.trees[cleft.id].visible
+
+
+def test_table_navigation_keys_save_autosave_and_recovery(traced, tmp_path):
+    from napari_knossos.annotation.kzip import read_kzip
+    from napari_knossos.widgets.tracing import TracingWidget
+
+    viewer, widget, qtbot = traced
+    skel, ed = widget.session.skel, widget.session.editor
+    for y in (40, 60, 80):
+        click(viewer, qtbot, y, 50)
+    ed.set_comment(2, "spine")
+    # N / P walk the node table (filter by comment narrows it)
+    ed.set_active_node(1)
+    key(viewer, qtbot, Qt.Key.Key_N)
+    assert ed.active_node == 2
+    key(viewer, qtbot, Qt.Key.Key_P)
+    assert ed.active_node == 1
+    # save: atomic .k.zip with the working time; the unsaved marker goes away
+    widget.timer.activity()
+    out = widget.save(str(tmp_path / "traced.k.zip"))
+    assert "saved" == widget.dirty_label.text()
+    ann = read_kzip(out)
+    np.testing.assert_array_equal(ann.skeleton.positions(), skel.positions())
+    assert ann.skeleton.comments == {2: "spine"} and ann.skeleton.parameters.time_ms is not None
+    # an edit, then an autosave: the recovery file holds the edit, the annotation does not
+    click(viewer, qtbot, 100, 50)
+    rec = widget.autosave_now()
+    assert rec.exists() and read_kzip(rec).skeleton.num_nodes == 4
+    assert read_kzip(out).skeleton.num_nodes == 3
+    # opening the annotation again offers the newer recovery; Restore brings node 4 back
+    for layer in list(viewer.layers):
+        if "skeleton" in layer.name:
+            viewer.layers.remove(layer)
+    viewer.open(out, plugin="napari-knossos")
+    widget2 = TracingWidget(viewer)
+    assert widget2.recovery_box.isVisibleTo(widget2) and rec.name in widget2.recovery_text.text()
+    assert widget2.session.skel.num_nodes == 3
+    widget2.restore_recovery()
+    assert widget2.session.skel.num_nodes == 4 and widget2.session.editor.dirty
+    assert len(widget2.session.points.data) + widget2.session.sync.pending == 4
+    widget2.close()
+
+
+def test_properties_drive_node_size_and_colour(traced):
+    viewer, widget, qtbot = traced
+    skel, ed = widget.session.skel, widget.session.editor
+    for y in (40, 60, 80):
+        click(viewer, qtbot, y, 50)
+    widget.session.sync.flush()
+    for nid, value in ((1, "1"), (2, "5"), (3, "10")):
+        ed.set_active_node(nid)
+        widget.prop_key.setText("myNumber")
+        widget.prop_value.setText(value)
+        widget.set_property("node")
+    assert skel.node_properties["myNumber"] == {1: "1", 2: "5", 3: "10"}
+    assert widget.size_by.findText("myNumber") >= 0
+    widget.size_by.setCurrentText("myNumber")
+    widget.color_by.setCurrentText("myNumber")
+    widget.apply_style()
+    points = widget.session.points
+    assert points.size[0] < points.size[1] < points.size[2]
+    assert not np.allclose(points.face_color[0], points.face_color[2])
+    # tree property
+    widget.prop_key.setText("cellType")
+    widget.prop_value.setText("pyramidal")
+    widget.set_property("tree")
+    assert skel.trees[1].properties["cellType"] == "pyramidal"
+
+
+def test_cheat_sheet_follows_the_mode(traced):
+    _viewer, widget, _qtbot = traced
+    text = widget.cheat_sheet.toPlainText()
+    assert "Tracing" in text and "right-click" in text and "Ctrl+Z" in text
+    assert "Shift+C" not in text  # no synapse keys in Tracing
+    widget.mode_combo.setCurrentText(Mode.TRACING_ADVANCED.value)
+    assert "Shift+C" in widget.cheat_sheet.toPlainText()
+    widget.mode_combo.setCurrentText(Mode.REVIEW.value)
+    review = widget.cheat_sheet.toPlainText()
+    assert "read-only" in review.lower() and "Delete" not in review and "S" in review
+
+
+def test_advanced_keys_trees_cycles_linking_stubs_and_two_node_synapse(traced):
+    viewer, widget, qtbot = traced
+    skel, ed = widget.session.skel, widget.session.editor
+    widget.mode_combo.setCurrentText(Mode.TRACING_ADVANCED.value)
+    click(viewer, qtbot, 40, 40)
+    click(viewer, qtbot, 40, 60)
+    # Ctrl+right-click: a linked stub, pushed as a branch point (KNOSSOS); the previous node stays active
+    click(viewer, qtbot, 60, 60, modifier=Qt.KeyboardModifier.ControlModifier)
+    assert ed.active_node == 2 and skel.has_edge(2, 3) and [b[0] for b in skel.branchpoints] == [3]
+    # A: linking off for the next node only
+    key(viewer, qtbot, Qt.Key.Key_A)
+    assert "off once" in widget.status_label.text()
+    click(viewer, qtbot, 80, 80)
+    assert not any(skel.has_edge(4, n) for n in (1, 2, 3))
+    # L: a cycle 1-2-3-1 made with Alt+click links, then selected and jumped to
+    ed.set_active_node(3)
+    click(viewer, qtbot, 40, 40, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.AltModifier)
+    key(viewer, qtbot, Qt.Key.Key_L)
+    assert ed.selected_nodes == {1, 2, 3}
+    # C: a second tree; Z / Shift+Z step through the tree table
+    key(viewer, qtbot, Qt.Key.Key_C)
+    click(viewer, qtbot, 120, 120)
+    t1, t2 = sorted(skel.trees)
+    ed.set_active_node(1)
+    key(viewer, qtbot, Qt.Key.Key_Z)
+    assert ed.active_tree == t2
+    key(viewer, qtbot, Qt.Key.Key_Z, Qt.KeyboardModifier.ShiftModifier)
+    assert ed.active_tree == t1
+    # Shift+C with two selected nodes of different trees: a synapse at once
+    click(viewer, qtbot, 40, 60, Qt.MouseButton.LeftButton)
+    click(viewer, qtbot, 120, 120, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.ShiftModifier)
+    key(viewer, qtbot, Qt.Key.Key_C, Qt.KeyboardModifier.ShiftModifier)
+    (syn,) = skel.synapses()
+    assert (syn["pre_node"], syn["post_node"]) == (2, 5)
+    # Ctrl+Delete deletes the active tree
+    ed.set_active_node(5)
+    key(viewer, qtbot, Qt.Key.Key_Delete, Qt.KeyboardModifier.ControlModifier)
+    assert t2 not in skel.trees and not skel.has_node(5)
+
+
+def test_3d_view_picks_along_the_ray_and_does_not_place(traced):
+    viewer, widget, qtbot = traced
+    session, skel = widget.session, widget.session.skel
+    click(viewer, qtbot, 50, 60)
+    click(viewer, qtbot, 100, 120)
+    viewer.dims.ndisplay = 3
+    qtbot.wait(20)
+    # napari gives a 3-D click as a point and a view direction: the node nearest the camera
+    # within the pick tolerance of that ray is chosen
+    direction = np.array([1.0, 0.3, -0.2]) / np.linalg.norm([1.0, 0.3, -0.2])
+    node1 = np.array([20, 50, 60]) * SCALE
+    assert session.pick_node(node1 - 5000 * direction, direction) == 1
+    assert session.pick_node(node1 + 40 + 5000 * direction, direction) is None
+    # a real right-click in 3-D places nothing and says why
+    click(viewer, qtbot, 150, 30)
+    assert skel.num_nodes == 2 and "2-D" in widget.status_label.text()
