@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from . import graph
-from .skeleton import NODE_COLUMNS, Group, Skeleton, Tree
+from .skeleton import NODE_COLUMNS, BoundingBox, Group, Skeleton, Tree
 
 __all__ = ["Change", "EditRefused", "Mode", "SkeletonEditor"]
 
@@ -225,6 +225,24 @@ class _SetNodeColumns(_Op):
 
     def revert(self, skel):
         self._write(skel, 0)
+
+
+class _SetParameter(_Op):
+    """Set one attribute of ``skel.parameters`` (e.g. the movement area)."""
+
+    __slots__ = ("name", "new", "old")
+
+    def __init__(self, skel: Skeleton, name: str, new):
+        self.name, self.new = name, copy.deepcopy(new)
+        self.old = copy.deepcopy(getattr(skel.parameters, name))
+
+    def apply(self, skel):
+        setattr(skel.parameters, self.name, copy.deepcopy(self.new))
+        skel._touch()
+
+    def revert(self, skel):
+        setattr(skel.parameters, self.name, copy.deepcopy(self.old))
+        skel._touch()
 
 
 class _DictEdit(_Op):
@@ -598,6 +616,20 @@ class SkeletonEditor:
         self._undo.clear()
         self._redo.clear()
         self._coalesce = None
+
+    def set_movement_area(self, top_left_xyz=None, size_xyz=None) -> None:
+        """Set (or, without arguments, clear) the KNOSSOS movement area: mag-1 voxels
+        ``[top_left, top_left + size)``; node placement and moves outside are refused. Undoable;
+        saved as the NML ``<MovementArea>``."""
+        box = None
+        if top_left_xyz is not None:
+            size = tuple(int(v) for v in size_xyz)
+            if min(size) <= 0:
+                raise EditRefused(f"movement area size must be positive, not {size}")
+            box = BoundingBox(tuple(int(v) for v in top_left_xyz), size)
+        with self._step("Movement area" if box else "Clear movement area"):
+            self._do(_SetParameter(self.skel, "movement_area", box))
+            self._changed("parameters")
 
     def replace_model(self, other: Skeleton) -> None:
         """Make the skeleton a copy of ``other`` in place (e.g. restoring a recovery file):
