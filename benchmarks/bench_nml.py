@@ -1,15 +1,17 @@
 """NML benchmark: our reader/writer against webknossos (reference venv), in one run.
 
-    .venv/bin/python benchmarks/bench_nml.py [--nodes 1000000] [--trees 10000] [--repeat 3]
+    .venv/bin/python benchmarks/bench_nml.py [--nodes 1000000] [--trees 10000] [--repeat 5]
                                               [--out benchmarks/results/nml.json]
 
 Generates (once, with our writer) a webKnossos-dialect NML of ``--nodes`` nodes in ``--trees``
 trees: chains with ~5 % side branches, comments on 1 % of the nodes, a few branch points.
 Then, each in a fresh subprocess so peak memory (ru_maxrss) belongs to that library alone:
-  * ours: parse (read_nml) and write (write_nml to bytes), best of ``--repeat``; peak RSS
-    after the first parse and after everything (writing holds the text and its bytes)
+  * ours: parse (read_nml) and write (write_nml to bytes), ``--repeat`` times each: min and
+    median (the machine may be shared); peak RSS after the first parse and after everything
+    (writing holds the text and its bytes)
   * webknossos: ``wk.Skeleton.load`` and ``.save`` in the reference venv, timed inside, once
-Goals: parse < 5 s, write < 3 s, >= 5x faster than webknossos, peak memory < 1 GB.
+Wall-clock times, plus CPU times (process_time, less disturbed by other work on a shared machine).
+Goals (on the medians): parse < 5 s, write < 3 s, >= 5x faster than webknossos, peak memory < 1 GB.
 """
 
 from __future__ import annotations
@@ -69,21 +71,25 @@ def build_skeleton(n_nodes: int, n_trees: int, seed: int = 0):
 
 
 OURS = r"""
-import json, resource, sys, time
+import json, resource, statistics, sys, time
 from napari_knossos.annotation.nml import read_nml, write_nml
 path, repeat = sys.argv[1], int(sys.argv[2])
 rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-parse, write = [], []
+parse, write, parse_cpu, write_cpu = [], [], [], []
 for i in range(repeat):
     s = None
-    t = time.perf_counter(); s = read_nml(path); parse.append(time.perf_counter() - t)
+    c, t = time.process_time(), time.perf_counter(); s = read_nml(path)
+    parse.append(time.perf_counter() - t); parse_cpu.append(time.process_time() - c)
     if i == 0:
         rss_parse = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 for _ in range(repeat):
-    t = time.perf_counter(); data = write_nml(s); write.append(time.perf_counter() - t)
+    c, t = time.process_time(), time.perf_counter(); data = write_nml(s)
+    write.append(time.perf_counter() - t); write_cpu.append(time.process_time() - c)
     del data
 rss_all = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({"parse_s": min(parse), "parse_all_s": parse, "write_s": min(write), "write_all_s": write,
+print(json.dumps({"parse_s": min(parse), "parse_median_s": statistics.median(parse), "parse_all_s": parse,
+                  "write_s": min(write), "write_median_s": statistics.median(write), "write_all_s": write,
+                  "parse_cpu_s": min(parse_cpu), "write_cpu_s": min(write_cpu),
                   "rss_mb_at_start": rss0, "peak_rss_mb_after_parse": rss_parse, "peak_rss_mb": rss_all,
                   "nodes": s.num_nodes, "edges": s.num_edges, "trees": len(s.trees)}))
 """
@@ -95,12 +101,15 @@ warnings.filterwarnings("ignore")
 import webknossos as wk
 from importlib.metadata import version
 path, out = sys.argv[1], sys.argv[2]
-t = time.perf_counter(); skel = wk.Skeleton.load(path); parse = time.perf_counter() - t
+c, t = time.process_time(), time.perf_counter(); skel = wk.Skeleton.load(path)
+parse, parse_cpu = time.perf_counter() - t, time.process_time() - c
 rss_parse = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 nodes = sum(len(t.nodes) for t in skel.flattened_trees())
-t = time.perf_counter(); skel.save(out); write = time.perf_counter() - t
+c, t = time.process_time(), time.perf_counter(); skel.save(out)
+write, write_cpu = time.perf_counter() - t, time.process_time() - c
 rss_all = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({"parse_s": parse, "write_s": write, "rss_mb_at_start": rss0,
+print(json.dumps({"parse_s": parse, "write_s": write, "parse_cpu_s": parse_cpu, "write_cpu_s": write_cpu,
+                  "rss_mb_at_start": rss0,
                   "peak_rss_mb_after_parse": rss_parse, "peak_rss_mb": rss_all,
                   "nodes": nodes, "version": version("webknossos")}))
 """
@@ -123,7 +132,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--nodes", type=int, default=1_000_000)
     ap.add_argument("--trees", type=int, default=10_000)
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--out", default=str(HERE / "results" / "nml.json"))
     ap.add_argument("--no-reference", action="store_true", help="skip webknossos")
     args = ap.parse_args(argv)
@@ -153,20 +162,25 @@ def main(argv=None) -> int:
         out.unlink(missing_ok=True)
 
     ours, ref = results["ours"], results.get("webknossos")
-    rows = [("parse (s)", "parse_s"), ("write (s)", "write_s"), ("peak RSS parse (MB)", "peak_rss_mb_after_parse"),
-            ("peak RSS all (MB)", "peak_rss_mb")]  # fmt: skip
+    rows = [("parse min (s)", "parse_s", "parse_s"), ("parse median (s)", "parse_median_s", "parse_s"),
+            ("write min (s)", "write_s", "write_s"), ("write median (s)", "write_median_s", "write_s"),
+            ("parse CPU min (s)", "parse_cpu_s", "parse_cpu_s"), ("write CPU min (s)", "write_cpu_s", "write_cpu_s"),
+            ("peak RSS parse (MB)", "peak_rss_mb_after_parse", "peak_rss_mb_after_parse"),
+            ("peak RSS all (MB)", "peak_rss_mb", "peak_rss_mb")]  # fmt: skip
     print(f"\n{'':20}{'ours':>10}{'webknossos':>12}{'ratio':>8}")
-    for label, key in rows:
-        r = ref[key] if ref else float("nan")
+    for label, key, ref_key in rows:  # webknossos runs once: its one time against our min and median
+        r = ref[ref_key] if ref else float("nan")
         print(f"{label:20}{ours[key]:>10.2f}{r:>12.2f}{r / ours[key]:>7.1f}x")
     goals = {
-        "parse_under_5s": ours["parse_s"] < 5,
-        "write_under_3s": ours["write_s"] < 3,
+        "parse_under_5s": ours["parse_median_s"] < 5,  # the median: a shared machine's usual case
+        "write_under_3s": ours["write_median_s"] < 3,
         "memory_under_1GB": ours["peak_rss_mb"] < 1024,
     }
     if ref:
         results["speedup_parse"] = ref["parse_s"] / ours["parse_s"]
         results["speedup_write"] = ref["write_s"] / ours["write_s"]
+        results["speedup_parse_cpu"] = ref["parse_cpu_s"] / ours["parse_cpu_s"]
+        results["speedup_write_cpu"] = ref["write_cpu_s"] / ours["write_cpu_s"]
         goals["parse_5x_faster"] = results["speedup_parse"] >= 5
         goals["write_5x_faster"] = results["speedup_write"] >= 5
     results["goals"] = goals

@@ -1,15 +1,32 @@
 """NML skeleton files in both dialects (KNOSSOS and webKnossos), read and written losslessly.
 
-Reading streams the XML through an lxml parser *target* (SAX-like callbacks, no element tree,
-so memory stays flat): node and edge attribute strings are gathered in flat lists, converted
-column-wise with numpy every few thousand nodes, and handed to :meth:`Skeleton.set_nodes`
-once. Anything we do not model (unknown elements, unknown attributes) is kept, verbatim or
-as properties, and written back where it came from. Errors name the file, the line and the
-element/attribute; a parser target gets no line numbers, so the line is found by a second,
-error-only pass over the file (lxml iterparse).
+Reading streams the XML through lxml's parser-target interface (libxml2 fed 1 MiB blocks,
+SAX-like callbacks, no element tree, so memory stays flat): each node's and edge's attribute
+dict is appended to a list, converted column-wise with numpy every few hundred elements, and
+handed to :meth:`Skeleton.set_nodes` once. Anything we do not model is kept: unknown elements
+verbatim, unknown attributes of nodes/trees/groups/parameters in the model, and those of the
+other elements (edge, comment, branchpoint, meta, metadataEntry, the list elements and the
+root) in ``skeleton.extra_attrs`` (see :func:`read_nml`); all of it is written back where it
+came from. Namespaces are kept as written: prefixed names (``xsi:foo``) and ``xmlns``
+declarations are attributes like any other. Errors name the file, the line and the
+element/attribute; lxml's target callbacks carry no position and values are checked in bulk,
+so the line of a bad value is found by a second, error-only pass (see :func:`_locate`).
 
-Why not iterparse for everything: on a 1M-node file lxml's bare SAX pass costs ~3 s here,
-iterparse (which builds and clears an element tree) ~5 s before any attribute is read.
+Why a parser target and not ``iterparse``: on a 1M-node file the bare target pass costs
+~1.8 s here, iterparse (which builds and clears an element tree) ~3.5 s before any attribute
+is read. lxml decides once per parser whether the target gets character data; a ``data``
+callback that is a C-level ``list.append`` (cleared as we go, read only inside kept unknown
+elements) costs ~0.2 s per million nodes, far less than the second pass (~1.8 s) a target
+without it would need for every file with unknown elements (a webKnossos ``<volume>``, a
+KNOSSOS ``<properties>``). With entity resolution off, libxml2 hands a ``&`` in an attribute
+value to the target as ``&#38;``; :func:`_unescape` undoes that exactly.
+
+Safety: entity resolution, network access and DTD loading are off, attribute defaults from a
+DTD are not applied, and a DOCTYPE with an internal subset (where entities are declared) or an
+external DTD (whose entities, unread, would silently vanish from values) is refused in the
+parser's ``doctype`` callback, before libxml2 reads any of it; so no entity is ever declared,
+and a reference to an undeclared one is a well-formedness error. A bare ``<!DOCTYPE things>``
+is harmless and accepted.
 
 Dialects (spec: knossos-annotations §3, webknossos-formats §3): KNOSSOS node/editPosition
 coordinates are 1-based unless ``<nodes_0_based/>``; webKnossos is 0-based. The model is
@@ -18,11 +35,14 @@ coordinates are 1-based unless ``<nodes_0_based/>``; webKnossos is 0-based. The 
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import hashlib
 import io
 import itertools
 import math
 import os
+import pyexpat
 import re
 import shutil
 import struct
@@ -32,6 +52,7 @@ from collections.abc import Callable, Iterable
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import numpy as np
 from lxml import etree
@@ -113,66 +134,200 @@ def _int_equals(number: int) -> Callable[[str | None], bool]:
     return match
 
 
+class _MalformedXML(Exception):
+    """Not well-formed (or refused) XML at ``line`` (None: unknown)."""
+
+    def __init__(self, message: str, line: int | None):
+        super().__init__(message)
+        self.message, self.line = message, line
+
+
+_READ_BLOCK = 1 << 20  # bytes handed to the parser at a time
+_XML_NS = "http://www.w3.org/XML/1998/namespace"
+# nothing resolved, loaded or fetched; comments and PIs reach the target (kept inside unknown
+# elements)
+_PARSER_OPTIONS: dict[str, Any] = {
+    "resolve_entities": False, "no_network": True, "load_dtd": False, "dtd_validation": False,
+    "attribute_defaults": False, "huge_tree": True, "remove_comments": False, "remove_pis": False,
+}  # fmt: skip
+
+
+def _new_parser(target) -> etree.XMLParser:
+    """An lxml parser calling ``target`` (no tree is built)."""
+    return etree.XMLParser(target=target, **_PARSER_OPTIONS)
+
+
+def _feed(parser, stream) -> None:
+    """Parse all of the binary ``stream`` with ``parser``."""
+    feed = parser.feed
+    while block := stream.read(_READ_BLOCK):
+        feed(block)
+    parser.close()
+
+
+def _amp_escaped() -> bool:
+    """Whether the target parser hands a ``&`` in an attribute value on as ``&#38;`` (libxml2
+    does so when entities are not resolved, lxml then does not undo it)."""
+
+    class Probe:
+        value = None
+
+        def start(self, tag, attrib):
+            Probe.value = attrib.get("a")
+
+        def close(self):
+            return None
+
+    parser = _new_parser(Probe())
+    parser.feed(b'<x a="&amp;"/>')
+    parser.close()
+    return Probe.value == "&#38;"
+
+
+# exact inverse: a literal "&#38;" in a value arrives as "&#38;#38;"
+_AMP_ESCAPED = _amp_escaped()
+
+
+def _unescape(value: str) -> str:
+    """An attribute value as the file means it (see :func:`_amp_escaped`)."""
+    return value.replace("&#38;", "&") if _AMP_ESCAPED and "&" in value else value
+
+
+def _unescaped(values: list[str]) -> list[str]:
+    """:func:`_unescape` of a column of values (a C-speed test first)."""
+    return [_unescape(v) for v in values] if _AMP_ESCAPED and "&" in "".join(values) else values
+
+
+_POSITION_RE = re.compile(r", line \d+, column \d+$")
+
+
+def _syntax_message(error: etree.XMLSyntaxError) -> str:
+    """libxml2's message without the position lxml appends (we name the line ourselves)."""
+    return _POSITION_RE.sub("", error.msg or str(error))
+
+
+@contextlib.contextmanager
+def _opened(source):
+    """A binary stream over ``source`` (bytes, a path, or (stream, start offset)) from its start;
+    a borrowed stream is put back where it was."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        yield io.BytesIO(source)
+    elif isinstance(source, tuple):
+        stream, start = source
+        position = stream.tell()
+        stream.seek(start)
+        try:
+            yield stream
+        finally:
+            stream.seek(position)
+    else:
+        with open(source, "rb") as stream:
+            yield stream
+
+
+class _Found(Exception):
+    def __init__(self, line: int | None):
+        super().__init__(line)
+        self.line = line
+
+
 def _locate(source, where: _Where) -> int | None:
-    """Line of the element ``where`` describes (second pass; only used on errors)."""
+    """Line of the element ``where`` describes (second pass; only used on errors), or None.
+
+    expat, not lxml: a parser target gets no position at all, and lxml's ``sourceline`` is off
+    past line 65535 (libxml2 keeps 16-bit element lines and borrows the next text node's);
+    expat gives the line where the element starts. Names are matched as written (no namespace
+    processing), as the first pass reports them. The first pass already refused entity
+    declarations; here they just end the search."""
+    parser = pyexpat.ParserCreate()
+    parser.ordered_attributes = True
+    parser.specified_attributes = True
+    parser.SetParamEntityParsing(pyexpat.XML_PARAM_ENTITY_PARSING_NEVER)
+    ancestors: list[str] = []
+    path = None if where.path is None else list(where.path)
     seen = 0
-    stream = _reopen(source)
-    try:
-        for _, el in etree.iterparse(
-            stream, events=("end",), resolve_entities="internal", no_network=True, huge_tree=True, load_dtd=False
+
+    def start(tag, attrs):
+        nonlocal seen
+        if (
+            tag == where.tag
+            and (path is None or ancestors == path)
+            and (where.attr is None or where.match is None or where.match(dict(zip(attrs[::2], attrs[1::2])).get(where.attr)))
         ):
-            if el.tag == where.tag:
-                ok = True
-                if where.path is not None:
-                    anc, p = [], el.getparent()
-                    while p is not None:
-                        anc.append(p.tag)
-                        p = p.getparent()
-                    ok = tuple(reversed(anc)) == tuple(where.path)
-                if ok and where.attr is not None and where.match is not None:
-                    ok = where.match(el.get(where.attr))
-                if ok:
-                    if seen == where.nth:
-                        return el.sourceline
-                    seen += 1
-            parent = el.getparent()
-            if parent is not None:  # done with it: keep memory flat on big files
-                parent.remove(el)
-    except etree.XMLSyntaxError as e:
-        return e.lineno
-    finally:
-        if not isinstance(stream, _Unclosable):
-            stream.close()
+            if seen == where.nth:
+                raise _Found(parser.CurrentLineNumber)
+            seen += 1
+        ancestors.append(tag)
+
+    def refuse(*_):
+        raise _Found(None)
+
+    parser.StartElementHandler = start
+    parser.EndElementHandler = lambda tag: ancestors.pop()
+    parser.EntityDeclHandler = refuse
+    with _opened(source) as stream:
+        try:
+            while block := stream.read(_READ_BLOCK):
+                parser.Parse(block, False)
+            parser.Parse(b"", True)
+        except _Found as found:
+            return found.line
+        except pyexpat.ExpatError:  # an encoding expat lacks, or malformed after all
+            return None
     return None
 
 
-def _reopen(source):
-    """A fresh binary stream over ``source``: bytes, a path, or (stream, start offset)."""
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        return io.BytesIO(source)
-    if isinstance(source, tuple):
-        stream, start = source
-        stream.seek(start)
-        return _Unclosable(stream)
-    return open(source, "rb")
+_PROLOG_LIMIT = 1 << 24  # bytes looked at to find a refused DOCTYPE's line
+_ENTITY_RE = re.compile(r"<!ENTITY\s+(?:%\s+)?([^\s>\"']*)")
 
 
-class _Unclosable(io.RawIOBase):
-    """Read-through wrapper so iterparse cannot close the caller's stream."""
+def _text_encoding(head: bytes) -> str:
+    """The encoding of XML bytes starting with ``head``: byte order mark, else declaration."""
+    for bom, codec in (
+        (codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+        (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"),
+    ):  # fmt: skip
+        if head.startswith(bom):
+            return codec
+    if head.startswith(b"\x00<\x00?"):
+        return "utf-16-be"
+    if head.startswith(b"<\x00?\x00"):
+        return "utf-16-le"
+    declared = re.match(rb"<\?xml[^>]*?encoding\s*=\s*[\"']([A-Za-z0-9._-]+)", head)
+    codec = declared.group(1).decode("ascii") if declared else "utf-8"
+    try:
+        codecs.lookup(codec)
+    except LookupError:
+        return "utf-8"
+    return codec
 
-    def __init__(self, stream):
-        self._stream = stream
 
-    def readable(self):
-        return True
-
-    def read(self, n=-1):
-        return self._stream.read(n)
-
-    def readinto(self, b):
-        data = self._stream.read(len(b))
-        b[: len(data)] = data
-        return len(data)
+def _doctype_refusal(source, name: str, pubid: str | None, system: str | None) -> _MalformedXML | None:
+    """Why the DOCTYPE of ``source`` is refused, or None for a bare ``<!DOCTYPE name>``. lxml
+    tells neither where it is nor whether an internal subset follows, so the raw text is read."""
+    with _opened(source) as stream:
+        head = stream.read(_PROLOG_LIMIT)
+    text = head.decode(_text_encoding(head[:256]), errors="replace")
+    start = text.find("<!DOCTYPE")
+    if start < 0:  # cannot be checked
+        return _MalformedXML(f"DOCTYPE declarations are not accepted (<!DOCTYPE {name} …>)", None)
+    line = text.count("\n", 0, start) + 1
+    quote, i = None, start + len("<!DOCTYPE")
+    while i < len(text) and (quote or text[i] not in "[>"):
+        if quote is None and text[i] in "\"'":
+            quote = text[i]
+        elif text[i] == quote:
+            quote = None
+        i += 1
+    if i < len(text) and text[i] == "[":
+        entity = _ENTITY_RE.search(text, i)
+        if entity:
+            line = text.count("\n", 0, entity.start()) + 1
+            return _MalformedXML(f"entity declarations are not accepted (<!ENTITY {entity.group(1)} …>)", line)
+        return _MalformedXML(f"DOCTYPE internal subsets are not accepted (<!DOCTYPE {name} [ … ]>)", line)
+    if pubid or system:
+        return _MalformedXML(f'external DTDs are not accepted (<!DOCTYPE {name} … "{system or pubid}">)', line)
+    return None
 
 
 # ------------------------------------------------------------------------------------------
@@ -247,16 +402,20 @@ def _float_column(values) -> tuple[np.ndarray, int | None]:
     """Strings -> float64. Few distinct spellings (radius "1.5" …) are parsed once each;
     integral spellings ("12", "12.0") take the int path; float parsing is the slow last resort."""
     n = len(values)
-    if n > 1 and len(set(values[:32])) <= 8:
-        distinct = dict.fromkeys(values)
-        if len(distinct) <= 64:
+    sample = dict.fromkeys(values[:32])
+    if n > 1 and len(sample) <= 8:
+        for spellings in (sample, None):  # the first values' spellings, else all of them
+            if spellings is None:
+                spellings = dict.fromkeys(values)
+                if len(spellings) > 64:
+                    break
             try:
-                for k in distinct:
-                    distinct[k] = float(k)
+                lookup = {k: float(k) for k in spellings}
+                return np.fromiter(map(lookup.__getitem__, values), np.float64, n), None
+            except KeyError:
+                continue
             except (ValueError, TypeError):
-                pass  # reported below, with its index
-            else:
-                return np.fromiter(map(distinct.__getitem__, values), np.float64, n), None
+                break  # reported below, with its index
     if values:
         text = " ".join(values) + " "
         if ".0 " in text:
@@ -302,63 +461,85 @@ _EDGE_PATH = ("things", "thing", "edges")
 
 
 _WRITE_BATCH = 1 << 15  # nodes formatted at a time when writing
-_FLAT_LIMIT = 1 << 14  # attribute strings gathered before converting (small: freed while cache-hot)
-_EDGE_GETTER = itemgetter("source", "target")
+_READ_BATCH = 1 << 9  # node/edge attribute dicts gathered before converting (measured best: still cache-hot)
+_NSDECL = "nsdecl"  # parser context: namespace declarations for the next element pending
+_SOURCE, _TARGET = itemgetter("source"), itemgetter("target")
 
 
-class _Signature:
-    """Nodes with the same attribute names (in the same order): their values, flat."""
+class _Bucket:
+    """Nodes with the same number of attributes: their attribute dicts, in file order."""
 
-    __slots__ = ("extend", "flat", "getter", "marked", "marks", "names", "width")
+    __slots__ = ("append", "marked", "marks", "rows", "width")
 
-    def __init__(self, names: tuple[str, ...]):
-        self.names = names
-        self.width = len(names) if names else -1
-        if len(names) == 1:
-            self.getter = lambda a, _k=names[0]: (a[_k],)
-        else:
-            self.getter = itemgetter(*names) if names else None
-        self.flat: list[str] = []
-        self.extend = self.flat.extend
+    def __init__(self, width: int):
+        self.width = width
+        self.rows: list[dict[str, str]] = []
+        self.append = self.rows.append
         self.reset()
 
     def reset(self) -> None:
-        self.flat.clear()
+        self.rows.clear()
         self.marks: list[tuple[int, int]] = []  # (nodes so far, tree id)
         self.marked = 0
 
 
-class _NmlTarget:
+def _columns_by_names(rows: list[dict[str, str]]) -> list[tuple[dict[str, list[str]], np.ndarray | None]]:
+    """Columns of values by attribute name from attribute dicts of equal length: one group per
+    set of names, with its rows (None: all rows, in order)."""
+    names = list(rows[0])
+    try:  # the usual case: every row has the first one's names (and, as long, no others)
+        return [(dict(zip(names, map(list, zip(*map(itemgetter(*names), rows))))), None)]
+    except KeyError:
+        pass
+    groups: dict[frozenset[str], list[int]] = {}
+    for i, row in enumerate(rows):
+        groups.setdefault(frozenset(row), []).append(i)
+    out = []
+    for members in groups.values():
+        values = {name: [rows[r][name] for r in members] for name in rows[members[0]]}
+        out.append((values, np.array(members, np.intp)))
+    return out
+
+
+class _NmlReader:
     """lxml parser target building a Skeleton (see module docstring)."""
 
-    def __init__(self) -> None:
-        self._text: list[str] = []
-        self.data = self._text.append  # C-level append; text only matters inside unknown elements
+    def __init__(self, source) -> None:
+        self._source = source  # re-read for a DOCTYPE's line
         self._stack: list[str] = []
+        # character data: appended by lxml (C-level), used inside captured elements only,
+        # dropped elsewhere
+        self._text: list[str] = []
+        self.data = self._text.append
+        # namespaces: bindings in scope (prefix, uri) and those declared for the next element
+        self._bindings: list[tuple[str, str]] = []
+        self._pending_ns: list[tuple[str, str]] = []
+        self._ctx_before_ns = _DOC
         # unknown-element capture
-        self._builder: etree.TreeBuilder | None = None
+        self._builder: ElementTree.TreeBuilder | None = None
         self._depth = 0
         self._on_captured: Callable[[Any], None] | None = None
-        # nodes: attribute strings gathered flat per attribute-name signature, converted per chunk
-        self._sigs: dict[tuple[str, ...], _Signature] = {}
-        self._sig = _Signature(())  # matches nothing: the first node picks its real signature
+        # nodes: attribute dicts gathered per attribute count, converted per batch
+        self._buckets: dict[int, _Bucket] = {}
         self._columns: dict[str, list[np.ndarray]] = {c: [] for c in NODE_COLUMNS}
         self._extras: dict[str, dict[int, str]] = {}  # unmodelled node attributes
         self._node_wk_attrs = False
-        # edges: "source", "target" strings, flat
-        self._edge_flat: list[str] = []
-        self._edge_extend = self._edge_flat.extend
+        # edges: attribute dicts ({"source": s, "target": t}), converted per batch
+        self._edge_rows: list[dict[str, str]] = []
         self._edge_arrays: list[np.ndarray] = []
         # other content
         self.skeleton = Skeleton()
         self._tree: Tree | None = None
         self._tree_attrs: list[tuple[Tree, dict[str, str]]] = []
-        self._comments: list[tuple[str, str]] = []
-        self._branchpoints: list[tuple[str, str | None]] = []
+        self._comments: list[tuple[str, str, dict[str, str]]] = []  # node, content, other attributes
+        self._branchpoints: list[tuple[str, str | None, dict[str, str]]] = []  # id, time, other attributes
+        self._edge_attrs: list[tuple[str, str, dict[str, str]]] = []  # source, target, other attributes
         self._group_stack: list[Group] = []
         self._params_seen: set[str] = set()
         self._edit_position: tuple[float, float, float] | None = None
         self.index_origin: int | None = None  # from nodes_0_based / node_position_numbering
+        # unmodelled attributes of elements the model has no place for (see read_nml)
+        self.extra_attrs: dict[str, dict[Any, dict[str, str]]] = {}
         # dialect markers, strongest first (see _decide_dialect)
         self.strong_k: set[str] = set()
         self.strong_wk: set[str] = set()
@@ -368,36 +549,35 @@ class _NmlTarget:
 
         self._install_handlers()
 
-    # -- lxml target interface ------------------------------------------------------------
+    # -- parser target ------------------------------------------------------------------------
     def _install_handlers(self) -> None:
-        """``self.start``/``self.end`` as closures: the per-node path touches only local cells
+        """start/end/start_ns as closures: the per-node path touches only local cells
         (measurably faster than attribute lookups on two million elements)."""
         ctx = _DOC
-        sig = self._sig
-        width, getter, extend, flat = sig.width, sig.getter, sig.extend, sig.flat
-        edge_flat, edge_extend, edge_getter, limit = self._edge_flat, self._edge_extend, _EDGE_GETTER, _FLAT_LIMIT
-        nodes_ctx, edges_ctx = _NODES, _EDGES
-        node_other, flush_nodes, flush_edges = self._node_other, self._flush_nodes, self._flush_edges
+        width, append, rows = -1, None, []  # -1 matches no node: the first node picks its bucket
+        edge_rows = self._edge_rows
+        edge_append, limit = edge_rows.append, _READ_BATCH
+        nodes_ctx, edges_ctx, ns_ctx = _NODES, _EDGES, _NSDECL
+        node_other, edge_other = self._node_other, self._edge_other
+        flush_nodes, flush_edges = self._flush_nodes, self._flush_edges
         slow_start, slow_end = self._start, self._end
+        pending_ns, bindings = self._pending_ns, self._bindings
 
         def start(tag, attrib):
-            nonlocal ctx, width, getter, extend, flat
-            if ctx is nodes_ctx and tag == "node":  # hot path: attribute values, flat, in signature order
+            nonlocal ctx, width, append, rows
+            if ctx is nodes_ctx and tag == "node":  # hot path: the attribute dict as it is
                 if len(attrib) == width:
-                    try:
-                        extend(getter(attrib))
-                    except KeyError:
-                        width, getter, extend, flat = node_other(attrib)
+                    append(attrib)
                 else:
-                    width, getter, extend, flat = node_other(attrib)
-                if len(flat) >= limit:
+                    width, append, rows = node_other(attrib)
+                if len(rows) >= limit:
                     flush_nodes()
             elif ctx is edges_ctx and tag == "edge":  # hot path
-                try:
-                    edge_extend(edge_getter(attrib))
-                except KeyError:
-                    self._edge_missing(attrib)
-                if len(edge_flat) >= limit:
+                if len(attrib) == 2:
+                    edge_append(attrib)
+                else:
+                    edge_other(attrib)
+                if len(edge_rows) >= limit:
                     flush_edges()
             else:
                 ctx = slow_start(tag, attrib, ctx)
@@ -408,77 +588,152 @@ class _NmlTarget:
                 return
             ctx = slow_end(tag, ctx)
 
-        self.start, self.end = start, end
-        self.ctx = lambda: ctx
+        def start_ns(prefix, uri):
+            """Called before the start of the declaring element: it takes the slow path."""
+            nonlocal ctx
+            if ctx is not ns_ctx:
+                self._ctx_before_ns, ctx = ctx, ns_ctx
+            pending_ns.append((prefix or "", uri))
+            bindings.append((prefix or "", uri))
 
-    def comment(self, text):
-        if self._builder is not None:
+        self.start, self.end, self.start_ns = start, end, start_ns
+
+    def end_ns(self, prefix) -> None:
+        prefix = prefix or ""
+        for i in range(len(self._bindings) - 1, -1, -1):
+            if self._bindings[i][0] == prefix:
+                del self._bindings[i]
+                return
+
+    def comment(self, text) -> None:
+        if self._builder is not None:  # kept inside unknown elements only
             self._flush_text()
             self._builder.comment(text)
 
-    def pi(self, target, data=None):
+    def pi(self, target, data=None) -> None:
         if self._builder is not None:
             self._flush_text()
             self._builder.pi(target, data)
 
-    def close(self):
-        return self
+    def doctype(self, name, pubid, system) -> None:
+        """Called before libxml2 reads the DOCTYPE's internal subset: refuse it there."""
+        refusal = _doctype_refusal(self._source, name, pubid, system)
+        if refusal is not None:
+            raise refusal
+
+    def close(self) -> None:
+        return None
+
+    # -- names and attributes -------------------------------------------------------------
+    def _qname(self, name: str, attribute: bool = False) -> str:
+        """lxml's ``{uri}local`` as written: ``prefix:local`` (or ``local`` for the default
+        namespace of an element)."""
+        uri, _, local = name[1:].partition("}")
+        if uri == _XML_NS:
+            return f"xml:{local}"
+        for prefix, bound in reversed(self._bindings):
+            if bound == uri and (prefix or not attribute):
+                return f"{prefix}:{local}" if prefix else local
+        return name
+
+    def _attributes(self, attrib, unescape: bool = True) -> dict[str, str]:
+        """An element's attributes as written: names with their prefixes, namespace
+        declarations included, values unescaped (see :func:`_amp_escaped`)."""
+        a = dict(attrib)
+        if self._pending_ns:
+            declared = {(f"xmlns:{p}" if p else "xmlns"): uri for p, uri in self._pending_ns}
+            self._pending_ns.clear()
+            a = {**declared, **a}
+        if any(k[0] == "{" for k in a):
+            a = {(self._qname(k, attribute=True) if k[0] == "{" else k): v for k, v in a.items()}
+        if unescape and _AMP_ESCAPED:
+            for k, v in a.items():
+                if "&" in v:
+                    a[k] = _unescape(v)
+        return a
+
+    def _flush_text(self) -> None:
+        """Character data so far into the captured element."""
+        text = self._text
+        if text:
+            self._builder.data("".join(text))
+            text.clear()
 
     # -- capture of unknown elements ------------------------------------------------------
-    def _flush_text(self) -> None:
-        if self._text:
-            if self._builder is not None:
-                self._builder.data("".join(self._text))
-            self._text.clear()
-
-    def _capture(self, tag, attrib, ctx: str, on_captured: Callable[[Any], None]) -> str:
-        """Start keeping an unknown element (and its subtree); returns the capture context."""
-        self._text.clear()
-        self._builder = etree.TreeBuilder()
-        self._builder.start(tag, attrib)
+    def _capture(self, tag, a: dict[str, str], ctx: str, on_captured: Callable[[Any], None]) -> str:
+        """Start keeping an unknown element (and its subtree, with text, comments and
+        processing instructions); returns the capture context."""
+        builder = self._builder = ElementTree.TreeBuilder(insert_comments=True, insert_pis=True)
+        builder.start(tag, a)
         self._depth = 1
         self._on_captured = on_captured
         self._stack.append(ctx)
         return _CAPTURE
 
     def _keep_verbatim(self, into: list[bytes]) -> Callable[[Any], None]:
-        return lambda el: into.append(etree.tostring(el, encoding="utf-8", with_tail=False))
+        return lambda el: into.append(_serialize(el))
+
+    def _keep_attrs(self, element: str, key, attrs: dict[str, str]) -> None:
+        if attrs:
+            self.extra_attrs.setdefault(element, {})[key] = attrs
 
     # -- generic start/end ----------------------------------------------------------------
     def _start(self, tag, attrib, ctx: str) -> str:
         """Any element but the hot node/edge ones; returns the new context."""
+        if ctx is _NSDECL:
+            ctx = self._ctx_before_ns
+        if tag[0] == "{":
+            tag = self._qname(tag)
+        if ctx is _NODES and tag == "node":  # in a namespace, or declaring one
+            rows = self._node_other(self._attributes(attrib, unescape=False))[2]  # unescaped in bulk
+            if len(rows) >= _READ_BATCH:
+                self._flush_nodes()
+            return ctx
+        if ctx is _EDGES and tag == "edge":
+            self._edge_other(attrib)
+            if len(self._edge_rows) >= _READ_BATCH:
+                self._flush_edges()
+            return ctx
         if ctx is _CAPTURE:
             self._flush_text()
-            self._builder.start(tag, attrib)
+            self._builder.start(tag, self._attributes(attrib))
             self._depth += 1
             self._stack.append(ctx)
             return ctx
         self._text.clear()
         skel = self.skeleton
+        a = self._attributes(attrib)
         new_ctx = None
         if ctx is _DOC:
             if tag != "things":
                 raise _Where(f"not an NML file: root element is <{tag}>, expected <things>", tag)
+            self._keep_attrs("things", (), a)
             new_ctx = _ROOT
         elif ctx is _ROOT:
             if tag == "thing":
-                self._start_thing(attrib)
+                self._start_thing(a)
                 new_ctx = _THING
             elif tag == "parameters":
+                self._keep_attrs(tag, (), a)
                 new_ctx = _PARAMS
             elif tag == "comments":
+                self._keep_attrs(tag, (), a)
                 new_ctx = _COMMENTS
             elif tag == "branchpoints":
+                self._keep_attrs(tag, (), a)
                 new_ctx = _BRANCHPOINTS
             elif tag == "groups":
                 self.strong_wk.add("groups")
+                self._keep_attrs(tag, (), a)
                 new_ctx = _GROUPS
             elif tag == "meta":
                 self.strong_wk.add("meta")
-                skel.meta.append((attrib.get("name", ""), attrib.get("content", "")))
+                name = a.pop("name", "")
+                skel.meta.append((name, a.pop("content", "")))
+                self._keep_attrs(tag, name, a)
                 new_ctx = _LEAF_R
         elif ctx is _PARAMS:
-            return self._capture(tag, attrib, ctx, self._parameter)
+            return self._capture(tag, a, ctx, self._parameter)
         elif ctx is _THING:
             if tag == "nodes":
                 new_ctx = _NODES
@@ -488,36 +743,43 @@ class _NmlTarget:
                 self.strong_wk.add("metadata")
                 new_ctx = _METADATA
             else:
-                return self._capture(tag, attrib, ctx, self._keep_verbatim(self._tree.unknown))
+                return self._capture(tag, a, ctx, self._keep_verbatim(self._tree.unknown))
+            self._keep_attrs(tag, self._tree.id, a)
         elif ctx is _METADATA and tag == "metadataEntry":
-            self._tree.metadata.append(_metadata_entry(attrib))
+            entry = _metadata_entry(a)
+            self._tree.metadata.append(entry)
+            self._keep_attrs(tag, (self._tree.id, entry.key), a)
             new_ctx = _LEAF_T
         elif ctx is _NODES or ctx is _EDGES or ctx is _METADATA or ctx is _LEAF_T:
-            return self._capture(tag, attrib, ctx, self._keep_verbatim(self._tree.unknown))
+            return self._capture(tag, a, ctx, self._keep_verbatim(self._tree.unknown))
         elif ctx is _COMMENTS and tag == "comment":
-            if "node" not in attrib:
-                raise _Where("<comment> without node attribute", "comment", "content", _equals(attrib.get("content")))
-            self._comments.append((attrib["node"], attrib.get("content", "")))
+            if "node" not in a:
+                raise _Where("<comment> without node attribute", "comment", "content", _equals(a.get("content")))
+            self._comments.append((a.pop("node"), a.pop("content", ""), a))
             new_ctx = _LEAF_R
         elif ctx is _BRANCHPOINTS and tag == "branchpoint":
-            if "id" not in attrib:
+            if "id" not in a:
                 raise _Where("<branchpoint> without id attribute", "branchpoint")
-            if "time" in attrib:
+            if "time" in a:
                 self.strong_wk.add("branchpoint@time")
-            self._branchpoints.append((attrib["id"], attrib.get("time")))
+            self._branchpoints.append((a.pop("id"), a.pop("time", None), a))
             new_ctx = _LEAF_R
         elif ctx is _GROUPS and tag == "group":
-            group = _group(attrib)
+            group = _group(a)
             (self._group_stack[-1].children if self._group_stack else skel.groups).append(group)
             self._group_stack.append(group)
             new_ctx = _GROUPS
         if new_ctx is None:  # unknown here: keep verbatim
-            return self._capture(tag, attrib, ctx, self._keep_verbatim(skel.unknown_root))
+            return self._capture(tag, a, ctx, self._keep_verbatim(skel.unknown_root))
         self._stack.append(ctx)
         return new_ctx
 
     def _end(self, tag, ctx: str) -> str:
         """End of any element but the hot ones; returns the context it returns to."""
+        if tag[0] == "{":
+            tag = self._qname(tag)
+        if (ctx is _NODES and tag == "node") or (ctx is _EDGES and tag == "edge"):
+            return ctx
         if ctx is _CAPTURE:
             self._flush_text()
             self._builder.end(tag)
@@ -538,61 +800,60 @@ class _NmlTarget:
         return _AFTER if outer is _DOC else outer
 
     # -- trees, nodes, edges ----------------------------------------------------------------
-    def _start_thing(self, attrib) -> None:
-        if "id" not in attrib:
+    def _start_thing(self, a: dict[str, str]) -> None:
+        if "id" not in a:
             raise _Where("<thing> without id attribute", "thing", path=("things",))
         try:
-            tid = _to_int(attrib["id"])
+            tid = _to_int(a["id"])
         except ValueError as e:
-            raise _Where(f"<thing> attribute id: {e}", "thing", "id", _equals(attrib["id"])) from None
+            raise _Where(f"<thing> attribute id: {e}", "thing", "id", _equals(a["id"])) from None
         if tid in self.skeleton.trees:
             raise _Where(f"duplicate tree id {tid}", "thing", "id", _int_equals(tid), nth=1)
         tree = Tree(id=tid)
         self.skeleton.trees[tid] = tree
         self._tree = tree
-        for name in attrib:
+        for name in a:
             if name in ("name", "isVisible", "groupId", "type"):
                 self.weak_wk.add(f"thing@{name}")
             elif name in ("visible", "comment"):
                 self.weak_k.add(f"thing@{name}")
-        self._tree_attrs.append((tree, dict(attrib)))
+        self._tree_attrs.append((tree, a))
 
     def _node_other(self, attrib) -> tuple:
-        """A node whose attribute names differ from the previous node's: switch signature,
-        keep the node; returns the signature's (width, getter, extend, flat) for the hot path."""
-        names = tuple(attrib)
-        sig = self._sigs.get(names)
-        if sig is None:
-            sig = self._sigs[names] = _Signature(names)
-            if _WK_NODE_ATTRS.intersection(names):
-                self._node_wk_attrs = True
-        self._sig = sig
-        sig.extend(sig.getter(attrib))
-        return sig.width, sig.getter, sig.extend, sig.flat
+        """A node with another attribute count than the previous one: switch bucket, keep the
+        node; returns the bucket's (width, append, rows) for the hot path."""
+        width = len(attrib)
+        if not width:
+            raise _Where("<node> without id attribute", "node", "id", lambda v: v is None, path=_NODE_PATH)
+        bucket = self._buckets.get(width)
+        if bucket is None:
+            bucket = self._buckets[width] = _Bucket(width)
+        bucket.append(attrib)
+        return width, bucket.append, bucket.rows
 
     def _mark_tree(self) -> None:
         if self._tree is None:  # after </thing>: everything is marked already
             return
         tid = self._tree.id
-        for sig in self._sigs.values():
-            count = len(sig.flat) // sig.width
-            if count > sig.marked:
-                sig.marks.append((count, tid))
-                sig.marked = count
+        for bucket in self._buckets.values():
+            count = len(bucket.rows)
+            if count > bucket.marked:
+                bucket.marks.append((count, tid))
+                bucket.marked = count
 
     def _flush_nodes(self) -> None:
-        """Convert the gathered node strings to columns."""
+        """Convert the gathered node attributes to columns."""
         self._mark_tree()
-        self._text.clear()
-        for sig in self._sigs.values():
-            if not sig.flat:
+        for bucket in self._buckets.values():
+            if not bucket.rows:
                 continue
-            counts = np.diff([0] + [m[0] for m in sig.marks])
-            tree = np.repeat(np.array([m[1] for m in sig.marks], np.int64), counts)
-            w = sig.width
-            raw = {name: sig.flat[i::w] for i, name in enumerate(sig.names)}
-            sig.reset()
-            self._convert_nodes(raw, tree)
+            counts = np.diff([0] + [m[0] for m in bucket.marks])
+            tree = np.repeat(np.array([m[1] for m in bucket.marks], np.int64), counts)
+            groups = _columns_by_names(bucket.rows)
+            bucket.reset()
+            for raw, rows in groups:
+                self._convert_nodes(raw, tree if rows is None else tree[rows])
+        self._text.clear()
 
     def _convert_nodes(self, raw: dict[str, list[str]], tree: np.ndarray) -> None:
         """Columns of attribute strings (one group of nodes with the same names) -> arrays."""
@@ -607,14 +868,16 @@ class _NmlTarget:
             self._node_wk_attrs = True
         ids, bad = _int_column(raw["id"], "i8")
         if bad is not None:
-            value = raw["id"][bad]
+            value = _unescape(raw["id"][bad])
             message = f"<node> attribute id: not an integer: {value!r}"
             raise _Where(message, "node", "id", _equals(value), path=_NODE_PATH)
         out = {"id": ids, "tree": tree}
         for name, values in raw.items():
             column = _NODE_ATTRS.get(name)
             if column is None:
-                self._extras.setdefault(name, {}).update(zip(ids.tolist(), values))
+                if name[0] == "{":
+                    name = self._qname(name, attribute=True)
+                self._extras.setdefault(name, {}).update(zip(ids.tolist(), _unescaped(values)))
                 continue
             if column == "id":
                 continue
@@ -630,7 +893,7 @@ class _NmlTarget:
                 lo_hi = _INT_RANGES.get(dtype)
                 kind = f"an integer in [{lo_hi[0]}, {lo_hi[1]}]" if lo_hi else "an integer"
             if bad is not None:
-                value = values[bad]
+                value = _unescape(values[bad])
                 message = f"<node> attribute {name}: not {kind}: {value!r}"
                 raise _Where(message, "node", name, _equals(value), path=_NODE_PATH)
             out[column] = arr
@@ -638,21 +901,37 @@ class _NmlTarget:
             arr = out.get(column)
             self._columns[column].append(np.full(n, default, dtype) if arr is None else arr.astype(dtype, copy=False))
 
-    def _edge_missing(self, attrib) -> None:
-        attr = "source" if "source" not in attrib else "target"
-        raise _Where(f"<edge> without {attr} attribute", "edge", attr, lambda v: v is None, path=_EDGE_PATH)
+    def _edge_other(self, attrib) -> None:
+        """An edge with other than two attributes: source and target go to the batch, the
+        rest is kept."""
+        a = self._attributes(attrib)
+        source, target = _edge_ends(a)
+        if a:
+            self._edge_attrs.append((source, target, a))
+        self._edge_rows.append({"source": source, "target": target})
 
     def _flush_edges(self) -> None:
-        flat = self._edge_flat
-        if not flat:
+        rows = self._edge_rows
+        if not rows:
             return
-        arr, bad = _int_column(flat, "i8")
-        if bad is not None:
-            attr, value = ("source", "target")[bad % 2], flat[bad]
-            message = f"<edge> attribute {attr}: not an integer: {value!r}"
-            raise _Where(message, "edge", attr, _equals(value), path=_EDGE_PATH)
-        self._edge_arrays.append(arr.reshape(-1, 2))
-        flat.clear()
+        try:
+            ends = {"source": list(map(_SOURCE, rows)), "target": list(map(_TARGET, rows))}
+        except KeyError:  # two attributes, but not source and target
+            for row in rows:
+                _edge_ends(dict(row))
+            raise
+        arrays = []
+        for attr, values in ends.items():
+            arr, bad = _int_column(values, "i8")
+            if bad is not None:
+                value = _unescape(values[bad])
+                message = f"<edge> attribute {attr}: not an integer: {value!r}"
+                raise _Where(message, "edge", attr, _equals(value), path=_EDGE_PATH)
+            arrays.append(arr)
+        self._edge_arrays.append(np.stack(arrays, axis=1))
+        rows.clear()
+        self._text.clear()
+
 
     # -- parameters -------------------------------------------------------------------------
     def _parameter(self, el) -> None:
@@ -661,7 +940,7 @@ class _NmlTarget:
         simple = len(el) == 0 and not (el.text or "").strip()
         repeatable = tag == "userBoundingBox"
         if not simple or not isinstance(tag, str) or (tag in self._params_seen and not repeatable):
-            params.unknown.append(etree.tostring(el, encoding="utf-8", with_tail=False))
+            params.unknown.append(_serialize(el))
             if tag == "additionalAxes":
                 self.strong_wk.add(tag)
             return
@@ -755,6 +1034,14 @@ class _NmlTarget:
         return box
 
 
+def _edge_ends(a: dict[str, str]) -> tuple[str, str]:
+    """Take source and target out of an edge's attributes."""
+    for attr in ("source", "target"):
+        if attr not in a:
+            raise _Where(f"<edge> without {attr} attribute", "edge", attr, lambda v: v is None, path=_EDGE_PATH)
+    return a.pop("source"), a.pop("target")
+
+
 def _color(a: dict[str, str], prefix: str, tag: str) -> tuple[float, float, float, float] | None:
     """Pop ``<prefix>r/g/b/a`` from ``a``; None when absent or empty (left in ``a`` if partial)."""
     keys = [prefix + c for c in "rgba"]
@@ -779,15 +1066,15 @@ def _is_float(v: str) -> bool:
         return False
 
 
-def _metadata_entry(attrib) -> MetadataEntry:
-    a = dict(attrib)
+def _metadata_entry(a: dict[str, str]) -> MetadataEntry:
+    """The entry of a ``<metadataEntry>``; the attributes it uses are taken out of ``a``."""
     key = a.pop("key", None)
     if key is None:
         raise _Where("<metadataEntry> without key attribute", "metadataEntry")
     if "stringValue" in a:
-        return MetadataEntry(key, a["stringValue"])
+        return MetadataEntry(key, a.pop("stringValue"))
     if "numberValue" in a:
-        v = a["numberValue"]
+        v = a.pop("numberValue")
         try:
             return MetadataEntry(key, int(v))
         except ValueError:
@@ -798,19 +1085,18 @@ def _metadata_entry(attrib) -> MetadataEntry:
                     f"<metadataEntry> attribute numberValue: not a number: {v!r}", "metadataEntry", "key", _equals(key)
                 ) from None
     if "boolValue" in a:
-        v = a["boolValue"]
+        v = a.pop("boolValue")
         try:
             return MetadataEntry(key, _to_bool(v))
         except ValueError as e:
             raise _Where(f"<metadataEntry> attribute boolValue: {e}", "metadataEntry", "key", _equals(key)) from None
     values = []
     while f"stringListValue-{len(values)}" in a:
-        values.append(a[f"stringListValue-{len(values)}"])
+        values.append(a.pop(f"stringListValue-{len(values)}"))
     return MetadataEntry(key, values)
 
 
-def _group(attrib) -> Group:
-    a = dict(attrib)
+def _group(a: dict[str, str]) -> Group:
     if "id" not in a:
         raise _Where("<group> without id attribute", "group")
     v = a.pop("id")
@@ -829,7 +1115,7 @@ def _group(attrib) -> Group:
     return group
 
 
-def _decide_dialect(t: _NmlTarget) -> str:
+def _decide_dialect(t: _NmlReader) -> str:
     """Spec webknossos-formats §3.1 markers, strongest first: a KNOSSOS time checksum (the
     server never writes one); webKnossos-only elements/attributes (meta, groups, organization,
     scale unit, node rotation …; KNOSSOS drops them on saving); KNOSSOS-only parameters;
@@ -886,7 +1172,7 @@ def _apply_tree_attrs(tree: Tree, a: dict[str, str], dialect: str) -> None:
     tree.properties = a
 
 
-def _finish(t: _NmlTarget, dataset_scale) -> Skeleton:
+def _finish(t: _NmlReader, dataset_scale) -> Skeleton:
     skel = t.skeleton
     t._flush_nodes()
     t._flush_edges()
@@ -943,13 +1229,15 @@ def _finish(t: _NmlTarget, dataset_scale) -> Skeleton:
             message = f"<edge> {attr} {nid} is not a node of this file"
             raise _Where(message, "edge", attr, _int_equals(nid), path=_EDGE_PATH)
     skel.edges = edges
+    for source, target, attrs in t._edge_attrs:
+        t._keep_attrs("edge", (_to_int(source), _to_int(target)), attrs)
 
     for tree, attrs in t._tree_attrs:
         _apply_tree_attrs(tree, attrs, dialect)
 
     known_node = skel.has_node
     dropped = []
-    for text_id, content in t._comments:
+    for text_id, content, attrs in t._comments:
         try:
             nid = _to_int(text_id)
         except ValueError as e:
@@ -960,7 +1248,9 @@ def _finish(t: _NmlTarget, dataset_scale) -> Skeleton:
             dropped.append(f"comment on node {nid}")
             continue
         skel.comments[nid] = content
-    for text_id, text_time in t._branchpoints:
+        t.extra_attrs.get("comment", {}).pop(nid, None)  # the attributes of the comment that counts
+        t._keep_attrs("comment", nid, attrs)
+    for text_id, text_time, attrs in t._branchpoints:
         try:
             nid = _to_int(text_id)
             when = None if text_time is None else _to_int(text_time)
@@ -970,6 +1260,7 @@ def _finish(t: _NmlTarget, dataset_scale) -> Skeleton:
             dropped.append(f"branch point on node {nid}")
             continue
         skel.branchpoints.append((nid, when))
+        t._keep_attrs("branchpoint", nid, attrs)
     if dropped:
         warnings.warn(
             f"{len(dropped)} comment(s)/branch point(s) refer to nodes that do not exist and were ignored "
@@ -986,6 +1277,7 @@ def _finish(t: _NmlTarget, dataset_scale) -> Skeleton:
         if kept:
             extras["comment"] = kept
     skel.node_properties = extras
+    skel.extra_attrs = {element: by_key for element, by_key in t.extra_attrs.items() if by_key}
     return skel
 
 
@@ -996,6 +1288,13 @@ def read_nml(source, *, dataset_scale=None, name: str | None = None) -> Skeleton
     target dataset): when the file's ``<scale>`` differs, nodes are rescaled as KNOSSOS does.
     ``name`` names the source in error messages (bytes have no name of their own).
     Raises ValueError naming the file and line for malformed XML and invalid content.
+
+    Attributes we do not model on elements whose model has no place for them are kept in
+    ``skeleton.extra_attrs[element][key] = {name: value}`` and written back by
+    :func:`write_nml`; ``key`` is what identifies the element in the model: ``(source,
+    target)`` for ``edge``, the node id for ``comment`` and ``branchpoint``, the name for
+    ``meta``, ``(tree id, key)`` for ``metadataEntry``, the tree id for ``nodes``/``edges``/
+    ``metadata``, and ``()`` for ``things``/``parameters``/``comments``/``branchpoints``/``groups``.
     """
     if isinstance(source, (bytes, bytearray, memoryview)):
         label = name or "<bytes>"
@@ -1017,27 +1316,29 @@ def read_nml(source, *, dataset_scale=None, name: str | None = None) -> Skeleton
     else:
         raise TypeError(f"read_nml: expected a path, bytes or a binary file, got {type(source).__name__}")
 
-    target = _NmlTarget()
-    parser = etree.XMLParser(
-        target=target, resolve_entities="internal", no_network=True, huge_tree=True, load_dtd=False
-    )
+    reader = _NmlReader(locate_source)
     try:
         try:
-            etree.parse(feed, parser)
-            if target.ctx() is _DOC:
-                raise ValueError(f"{label}: not an NML file (no root element)")
-            return _finish(target, dataset_scale)
+            _feed(_new_parser(reader), feed)
+            return _finish(reader, dataset_scale)
         finally:
             if feed is not source:
                 feed.close()
     except etree.XMLSyntaxError as e:
-        msg = getattr(e, "msg", None) or str(e)
-        msg = re.sub(r",? line \d+, column \d+.*$", "", msg)
-        raise ValueError(f"{label}, line {e.lineno}: malformed XML: {msg}") from None
+        raise ValueError(f"{label}, line {e.lineno or 1}: malformed XML: {_syntax_message(e)}") from None
+    except _MalformedXML as e:
+        where = f"line {e.line}" if e.line is not None else "line unknown"
+        raise ValueError(f"{label}, {where}: malformed XML: {e.message}") from None
     except _Where as w:
         line = _locate(locate_source, w)
         where = f"line {line}" if line is not None else "line unknown"
         raise ValueError(f"{label}, {where}: {w.message}") from None
+
+
+def _serialize(element) -> bytes:
+    """A kept element as UTF-8 XML text (no declaration, no tail)."""
+    element.tail = None
+    return ElementTree.tostring(element, encoding="unicode").encode("utf-8")
 
 
 # ------------------------------------------------------------------------------------------
@@ -1057,8 +1358,10 @@ def _esc(value) -> str:
     return _ESCAPE_RE.sub(lambda m: _ESCAPES.get(m.group(), "\ufffd"), s)
 
 
-def _check_name(name: str) -> str:
-    if not isinstance(name, str) or not _NAME_RE.match(name) or name.lower().startswith("xml") and ":" in name:
+def _check_name(name: str, *, read: bool = False) -> str:
+    """``name`` if it can be written as an attribute name. ``xml…:`` names (namespace
+    declarations and the like) pass only when ``read`` from a file, where they were already."""
+    if not isinstance(name, str) or not _NAME_RE.match(name) or (not read and name.lower().startswith("xml") and ":" in name):
         raise ValueError(f"{name!r} is not a valid XML attribute name")
     return name
 
@@ -1106,6 +1409,21 @@ class _Writer:
         self.k = dialect == "knossos"
         self.base = 1 if (self.k and not zero_based) else 0
         self.zero_based = self.k and zero_based
+        # skeleton.extra_attrs (see read_nml) as attribute text, names checked before writing
+        self._extra = {
+            element: {key: _attrs((_check_name(k, read=True), v) for k, v in attrs.items()) for key, attrs in by_key.items()}
+            for element, by_key in (getattr(skel, "extra_attrs", None) or {}).items()
+        }
+
+    def _x(self, element: str, key=()) -> str:
+        """Kept attributes of ``element`` ``key`` as text (leading space), or ""."""
+        by_key = self._extra.get(element)
+        return by_key.get(key, "") if by_key else ""
+
+    def _list(self, tag: str, lines: list[str], indent: str = "  ", key=()) -> str:
+        """A list element (comments, edges …) around ``lines``; empty: self-closing."""
+        head = f"{indent}<{tag}{self._x(tag, key)}"
+        return f"{head}>\n{''.join(lines)}{indent}</{tag}>\n" if lines else f"{head}/>\n"
 
     # -- parameters -------------------------------------------------------------------------
     def _box(self, tag: str, box: BoundingBox, with_id: bool) -> str:
@@ -1139,7 +1457,7 @@ class _Writer:
             knossos("lastsavedin")
             knossos("createdin")
             if self.zero_based:
-                out.append(f"{ind}<nodes_0_based/>\n")
+                elem("nodes_0_based", [])
             knossos("guiMode")
             knossos("dataset")
         if p.movement_area is not None:
@@ -1188,7 +1506,7 @@ class _Writer:
             if tag not in written:
                 out.append(_tag(_check_name(tag), [(_check_name(k), v) for k, v in attrs.items()], ind))
         out += [f"{ind}{_verbatim(b)}\n" for b in p.unknown]
-        return "  <parameters>\n" + "".join(out) + "  </parameters>\n"
+        return f"  <parameters{self._x('parameters')}>\n" + "".join(out) + "  </parameters>\n"
 
     # -- trees ------------------------------------------------------------------------------
     def _thing_open(self, tree: Tree) -> str:
@@ -1220,8 +1538,8 @@ class _Writer:
         return f"  <thing{_attrs(pairs)}>\n"
 
     def _metadata(self, tree: Tree) -> str:
-        if not tree.metadata:
-            return "" if self.k else "    <metadata/>\n"
+        if not tree.metadata and self.k and not self._x("metadata", tree.id):
+            return ""  # KNOSSOS has no tree metadata
         lines = []
         for entry in tree.metadata:
             v = entry.value
@@ -1233,8 +1551,8 @@ class _Writer:
                 pairs = [("key", entry.key), ("stringValue", v)]
             else:
                 pairs = [("key", entry.key), *((f"stringListValue-{i}", s) for i, s in enumerate(v))]
-            lines.append(_tag("metadataEntry", pairs, "      "))
-        return "    <metadata>\n" + "".join(lines) + "    </metadata>\n"
+            lines.append(f"      <metadataEntry{_attrs(pairs)}{self._x('metadataEntry', (tree.id, entry.key))}/>\n")
+        return self._list("metadata", lines, "    ", tree.id)
 
     def _node_lines(self, start: int, stop: int) -> list[str]:
         """One text line per node of ``_node_order[start:stop]``: a %-template per row over
@@ -1387,15 +1705,21 @@ class _Writer:
             node_lines = self._node_lines(nb[first], nb[last])
             e = self._edges_sorted[eb[first] : eb[last]]
             line = '      <edge source="%d" target="%d"/>\n'
-            edge_lines = list(map(line.__mod__, zip(e[:, 0].tolist(), e[:, 1].tolist())))
+            sources, targets = e[:, 0].tolist(), e[:, 1].tolist()
+            edge_lines = list(map(line.__mod__, zip(sources, targets)))
+            if "edge" in self._extra:
+                kept = self._extra["edge"]
+                for j, key in enumerate(zip(sources, targets)):
+                    if key in kept:
+                        edge_lines[j] = f'      <edge source="{key[0]}" target="{key[1]}"{kept[key]}/>\n'
             out: list[str] = []
             for i in range(first, last):
                 tree = trees[i]
                 out.append(self._thing_open(tree))
                 a, b = nb[i] - nb[first], nb[i + 1] - nb[first]
-                out.append("    <nodes>\n" + "".join(node_lines[a:b]) + "    </nodes>\n" if b > a else "    <nodes/>\n")
+                out.append(self._list("nodes", node_lines[a:b], "    ", tree.id))
                 a, b = eb[i] - eb[first], eb[i + 1] - eb[first]
-                out.append("    <edges>\n" + "".join(edge_lines[a:b]) + "    </edges>\n" if b > a else "    <edges/>\n")
+                out.append(self._list("edges", edge_lines[a:b], "    ", tree.id))
                 out.append(self._metadata(tree))
                 out += [f"    {_verbatim(u)}\n" for u in tree.unknown]
                 out.append("  </thing>\n")
@@ -1404,12 +1728,16 @@ class _Writer:
 
     # -- root-level lists ---------------------------------------------------------------------
     def comments(self) -> str:
-        lines = [f'    <comment node="{nid}" content="{_esc(text)}"/>\n' for nid, text in self.s.comments.items()]
-        return "  <comments>\n" + "".join(lines) + "  </comments>\n" if lines else "  <comments/>\n"
+        x = self._x
+        lines = [
+            f'    <comment node="{nid}" content="{_esc(text)}"{x("comment", nid)}/>\n' for nid, text in self.s.comments.items()
+        ]
+        return self._list("comments", lines)
 
     def branchpoints(self) -> str:
-        lines = [_tag("branchpoint", [("id", nid), ("time", t)], "    ") for nid, t in self.s.branchpoints]
-        return "  <branchpoints>\n" + "".join(lines) + "  </branchpoints>\n" if lines else "  <branchpoints/>\n"
+        x = self._x
+        lines = [f"    <branchpoint{_attrs([('id', nid), ('time', t)])}{x('branchpoint', nid)}/>\n" for nid, t in self.s.branchpoints]
+        return self._list("branchpoints", lines)
 
     def groups(self) -> str:
         def render(g: Group, ind: str) -> str:
@@ -1422,26 +1750,25 @@ class _Writer:
             inner = "".join(render(c, ind + "  ") for c in g.children)
             return f"{ind}<group{_attrs(pairs)}>\n{inner}{ind}</group>\n"
 
-        if not self.s.groups:
-            return "  <groups/>\n"
-        return "  <groups>\n" + "".join(render(g, "    ") for g in self.s.groups) + "  </groups>\n"
+        return self._list("groups", [render(g, "    ") for g in self.s.groups])
 
     def meta(self) -> str:
-        return "".join(_tag("meta", [("name", k), ("content", v)], "  ") for k, v in self.s.meta)
+        return "".join(f"  <meta{_attrs([('name', k), ('content', v)])}{self._x('meta', k)}/>\n" for k, v in self.s.meta)
 
     def render(self) -> Iterable[str]:
         """The document as text pieces, produced lazily (the trees in batches), so that only
         the output, not its text, is ever whole in memory. Validates before the first piece."""
         s = self.s
         self._prepare_things()
-        head = ['<?xml version="1.0" encoding="UTF-8"?>\n<things>\n']
+        head = [f'<?xml version="1.0" encoding="UTF-8"?>\n<things{self._x("things")}>\n']
         if not self.k:
             head.append(self.meta())
         head.append(self.parameters())  # its errors (bad names) also come before any output
         yield "".join(head)
         yield from self.things()
         if self.k:
-            yield self.comments() + self.branchpoints() + (self.groups() if s.groups else "") + self.meta()
+            groups = self.groups() if s.groups or self._x("groups") else ""
+            yield self.comments() + self.branchpoints() + groups + self.meta()
         else:
             yield self.branchpoints() + self.comments() + self.groups()
         yield "".join(f"  {_verbatim(u)}\n" for u in s.unknown_root) + "</things>\n"

@@ -194,6 +194,9 @@ class Skeleton:
         self.dialect: str | None = None  # "knossos" | "webknossos": the file it came from
         self.meta: list[tuple[str, str]] = []  # webKnossos <meta name content>
         self.unknown_root: list[bytes] = []  # unknown root children (e.g. <volume>), verbatim
+        # attributes we do not model on edges, comments, branch points, meta, metadataEntry and
+        # containers: element name → key (e.g. edge (source, target)) → {attribute: value}
+        self.extra_attrs: dict[str, dict] = {}
         self.version = 0  # bumped by every edit: adapters use it to know when to refresh
         # spare capacity behind ``nodes``/``edges`` so single adds append in place (see _grow_*)
         self._node_buffers: dict[str, np.ndarray] | None = None
