@@ -104,3 +104,19 @@ def test_incremental_updates_match_a_full_redraw(skel):
     np.testing.assert_array_equal(vectors.data, fresh_vectors.data)
     assert points.features["node_id"].tolist() == fresh_points.features["node_id"].tolist()
     np.testing.assert_allclose(points.face_color, fresh_points.face_color)
+
+
+def test_new_layer_survives_being_emptied_and_refilled(skel):
+    """After the "(new)" layer was emptied by a non-append redraw, appending works again."""
+    from napari_knossos.annotation.editing import Mode, SkeletonEditor
+
+    points, vectors = make_layers(skel)
+    editor = SkeletonEditor(skel, Mode.TRACING_ADVANCED)
+    sync = SkeletonSync(skel, points, vectors, editor=editor, add_layer=lambda layer: None)
+    editor.set_active_node(3)
+    editor.place_node((1, 1, 7))
+    editor.undo()  # the new layer is empty again
+    editor.place_node((2, 2, 7))
+    editor.place_node((3, 3, 7))
+    assert sync.new_points.features["node_id"].tolist() == [4, 5]
+    assert sync.new_points.features["comment"].tolist() == ["", ""]

@@ -406,7 +406,7 @@ class SkeletonSync:
                 self.new_points.data = pos
                 self.new_points.features = pd.DataFrame({
                     "node_id": ids.copy(), "tree_id": trees.copy(), "radius": radius,
-                    "comment": [skel.comments.get(int(i), "") for i in ids]})
+                    "comment": np.array([skel.comments.get(int(i), "") for i in ids], dtype=object)})
             if n_new and not appended:
                 self.new_points.size = size
                 self.new_points.face_color = face
