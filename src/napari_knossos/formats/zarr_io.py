@@ -272,6 +272,7 @@ class ZarrArray:
             attrs = _load_json(store, _join(self.key, ".zattrs")) or {}
             with _named(store.location(meta_key), store.location()):
                 self._init_v2(meta, attrs, store.location(meta_key))
+        self.metadata: dict = meta  # the parsed zarr.json (v3) or .zarray (v2), e.g. for writers
         self.grid_shape = tuple(-(-s // c) if c else 0 for s, c in zip(self.shape, self.chunk_shape))
 
     # -- metadata --------------------------------------------------------------------------------
@@ -404,6 +405,28 @@ class ZarrArray:
             f"ZarrArray({self.location!r}, v{self.zarr_format}, shape={self.shape}, chunks={self.chunk_shape}, "
             f"shards={self.shard_shape}, dtype={self.dtype})"
         )
+
+    @property
+    def chunks_per_shard(self) -> tuple[int, ...] | None:
+        """Inner chunks per shard along each dimension; None for unsharded arrays."""
+        return self._per_shard if self.shard_shape is not None and self._fallback is None else None
+
+    @property
+    def is_fallback(self) -> bool:
+        """True when chunks are read through zarr-python (a codec chain not decoded natively)."""
+        return self._fallback is not None
+
+    def storage_key(self, idx: Sequence[int]) -> str:
+        """Store key of chunk ``idx`` (of shard ``idx`` for sharded arrays)."""
+        return self._storage_key(tuple(int(i) for i in idx))
+
+    def decode_chunk(self, buf) -> np.ndarray:
+        """Decode the stored bytes of one (inner) chunk into an array in the array's axis order."""
+        return self._decoder.decode(buf)
+
+    def shard_index_cache_key(self, shard_idx: Sequence[int]) -> tuple:
+        """Key of a shard's decoded index in the shared chunk cache."""
+        return ("zarr", self.location, "shard-index", tuple(int(i) for i in shard_idx))
 
     def invalidate(self) -> None:
         """Forget cached shard indexes and chunks of this array (after its files changed).
@@ -544,7 +567,7 @@ class ZarrArray:
 
     def _shard_index(self, shard_idx: tuple[int, ...], key: str) -> np.ndarray | None:
         """The (offset, nbytes) table of one shard, read with one ranged read and cached."""
-        cache_key = ("zarr", self.location, "shard-index", shard_idx)
+        cache_key = self.shard_index_cache_key(shard_idx)
         hit = CHUNK_CACHE.get(cache_key, _MISSING)
         if hit is not _MISSING:
             return hit
@@ -705,6 +728,7 @@ def zarr_chunked(
         shape_zyx, chunk_zyx, za.dtype, read_chunk, key, channels=channels, origin_zyx=offset_zyx, layout=layout,
         fill_value=fill, read_chunks=read_chunks, zarr_array=za,
         shard_chunks_zyx=tuple(per[d] if d is not None else 1 for d in spatial),
+        zarr_dims={"c": c_dim, "z": z_dim, "y": y_dim, "x": x_dim}, zarr_fixed=fixed,
     )
 
 
@@ -716,11 +740,23 @@ class ZarrChunkedArray(ChunkedArray):
     a large cutout costs a few reads and futures instead of one per chunk.
     """
 
-    def __init__(self, *args, read_chunks: Callable[[list], dict], zarr_array: ZarrArray, shard_chunks_zyx, **kwargs):
+    def __init__(
+        self,
+        *args,
+        read_chunks: Callable[[list], dict],
+        zarr_array: ZarrArray,
+        shard_chunks_zyx,
+        zarr_dims: dict[str, int | None] | None = None,
+        zarr_fixed: dict[int, int] | None = None,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         self.read_chunks = read_chunks  # {idx: array | None | CorruptChunkError} for a list of chunks
         self.zarr_array = zarr_array
         self.shard_chunks_zyx = tuple(shard_chunks_zyx)  # chunks per shard along z, y, x
+        # array dimension of "c", "z", "y", "x" (None: absent) and the pinned dimensions {dim: index}
+        self.zarr_dims = dict(zarr_dims or {})
+        self.zarr_fixed = dict(zarr_fixed or {})
 
     def read_region(self, start_zyx, stop_zyx, c_range=(None, None)) -> np.ndarray:
         c0 = c_range[0] or 0
