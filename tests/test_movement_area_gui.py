@@ -10,6 +10,9 @@ from napari_knossos.annotation.nml import read_nml
 from napari_knossos.widgets.movement_area import MovementAreaWidget
 from napari_knossos.widgets.tracing import TracingWidget
 
+from . import gui
+from .gui import canvas, look_at, make_room
+
 SCALE = (25.0, 10.0, 10.0)
 
 
@@ -23,28 +26,13 @@ def area_setup(make_napari_viewer, qtbot, tmp_path, monkeypatch):
     viewer.window.add_dock_widget(tracing, name="Tracing")
     area = MovementAreaWidget(viewer)
     viewer.window.add_dock_widget(area, name="Movement area", area="left")
-    viewer.window._qt_window.resize(1280, 1000)
-    qt_viewer = viewer.window._qt_viewer
-    qt_viewer.dockLayerList.hide()
-    qt_viewer.dockLayerControls.hide()
-    viewer.dims.set_point(0, 20 * SCALE[0])
-    viewer.scene.camera.center = (20 * SCALE[0], 100 * SCALE[1], 100 * SCALE[2])
-    viewer.scene.camera.zoom = 0.25
-    viewer.layers.selection.active = viewer.layers["em"]
-    qtbot.wait(50)
+    make_room(viewer, qtbot)
+    look_at(viewer, qtbot, SCALE, 20, 100, 100, 0.25, active="em")
     return viewer, tracing, area, qtbot
 
 
-def canvas(viewer):
-    return viewer.window._qt_viewer.canvas.native
-
-
 def pixel_of(viewer, y, x):
-    cam = viewer.scene.camera
-    native = canvas(viewer)
-    cy, cx = cam.center[-2:]
-    return QPoint(round((x * SCALE[2] - cx) * cam.zoom + native.width() / 2),
-                  round((y * SCALE[1] - cy) * cam.zoom + native.height() / 2))
+    return gui.pixel_of(viewer, SCALE, y, x)
 
 
 def brightness(viewer, y, x):

@@ -16,6 +16,9 @@ from qtpy.QtCore import QPoint, Qt
 from napari_knossos.annotation.editing import Mode
 from napari_knossos.widgets.tracing import TracingWidget
 
+from . import gui
+from .gui import canvas, look_at, make_room
+
 SCALE = (25.0, 10.0, 10.0)  # z, y, x nm
 
 
@@ -27,32 +30,14 @@ def traced(make_napari_viewer, qtbot, tmp_path, monkeypatch):
                      contrast_limits=(0, 255))
     widget = TracingWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Tracing")
-    viewer.window._qt_window.resize(1280, 1000)
-    qt_viewer = viewer.window._qt_viewer  # room for the canvas next to the dock widget
-    qt_viewer.dockLayerList.hide()
-    qt_viewer.dockLayerControls.hide()
-    qtbot.wait(50)
+    make_room(viewer, qtbot)
     assert canvas(viewer).width() >= 500, canvas(viewer).width()
-    viewer.dims.set_point(0, 20 * SCALE[0])
-    viewer.scene.camera.center = (20 * SCALE[0], 100 * SCALE[1], 100 * SCALE[2])
-    viewer.scene.camera.zoom = 0.3  # 3 canvas pixels per voxel: 200 voxels fit
-    viewer.layers.selection.active = viewer.layers["em"]
-    qtbot.wait(50)
+    look_at(viewer, qtbot, SCALE, 20, 100, 100, 0.3, active="em")
     return viewer, widget, qtbot
 
 
-def canvas(viewer):
-    return viewer.window._qt_viewer.canvas.native  # the real widget, to send real events
-
-
 def pixel_of(viewer, y, x):
-    """Canvas pixel (px, py) of voxel (y, x) in the 2-D view."""
-    cam = viewer.scene.camera
-    native = canvas(viewer)
-    cy, cx = cam.center[-2:]
-    px = (x * SCALE[2] - cx) * cam.zoom + native.width() / 2
-    py = (y * SCALE[1] - cy) * cam.zoom + native.height() / 2
-    return QPoint(round(px), round(py))
+    return gui.pixel_of(viewer, SCALE, y, x)
 
 
 def click(viewer, qtbot, y, x, button=Qt.MouseButton.RightButton, modifier=Qt.KeyboardModifier.NoModifier):

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import os
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-__all__ = ["get_reader", "read_paths", "annotation_kind"]
+__all__ = ["annotation_kind", "get_reader", "read_paths"]
 
 _ANNOTATION_SUFFIXES = {".nml": "nml", ".swc": "swc", ".ply": "ply"}
 
@@ -56,7 +56,7 @@ def get_reader(path) -> Callable | None:
 
         if all(sniff(p) for p in paths):
             return read_paths
-    except Exception:
+    except Exception:  # noqa: BLE001 (napari offers us every path: never raise while sniffing)
         return None
     return None
 
@@ -110,4 +110,49 @@ def read_annotations(path) -> list[tuple]:
             ann.meshes[tree_id + shift] = mesh
         ann.objects.extend(other.objects)
     name = Path(paths[0]).name.split(".")[0] if len(paths) == 1 else "annotation"
-    return annotation_layer_data(ann, name=name, source=";".join(paths))
+    layers = annotation_layer_data(ann, name=name, source=";".join(paths))
+    for p in paths:
+        if annotation_kind(p) == "kzip":
+            layers.extend(segmentation_overlays(p, ann))
+    return layers
+
+
+def segmentation_overlays(path: str, ann) -> list[tuple]:
+    """Labels layers for the segmentation edits an annotation zip carries: KNOSSOS ``.seg.sz``
+    cubes of a .k.zip, and the volume layers of a webKnossos volume-annotation zip. Zeros are
+    transparent, so each overlays its dataset; the segmentation widget can apply it to the
+    dataset's own segmentation layer."""
+    import numpy as np
+
+    from .annotation.volume import EditableVolume
+    from .formats import volume_zip
+    from .segmentation_layers import overlay_layer_data
+
+    out = []
+    stem = Path(path).name.split(".")[0]
+    scale = ann.skeleton.parameters.scale or (1.0, 1.0, 1.0)
+    if ann.cubes:
+        numbers = sorted({key[0] for key in ann.cubes} | {1})
+        cube = np.array(next(c.shape for c in ann.cubes.values()), np.int64)  # (x, y, z) voxels
+        stop_xyz = np.zeros(3, np.int64)
+        for (mag, x, y, z) in ann.cubes:
+            stop_xyz = np.maximum(stop_xyz, (np.array([x, y, z]) + 1) * cube * mag)
+        volume = EditableVolume.from_kzip(ann, None, shape_zyx=tuple(stop_xyz[::-1].tolist()),
+                                          mags=[(m, m, m) for m in numbers], voxel_size=scale,
+                                          chunk_zyx=tuple(cube[::-1].tolist()))
+        out.append(overlay_layer_data(volume, f"{stem} segmentation edits", path, ann))
+    if any(name.lower().endswith(".zip") for name in ann.extra_files):
+        try:
+            volumes = volume_zip.read_volume_zip(path)
+        except ValueError as error:
+            import warnings
+
+            warnings.warn(f"{path}: volume layers not opened: {error}", stacklevel=2)
+            return out
+        for vol in volumes.volumes:
+            if not vol.bucket_count():
+                continue
+            volume = EditableVolume.from_volume_zip(volumes, None, name_or_id=vol.id,
+                                                    voxel_size=vol.voxel_size or scale)
+            out.append(overlay_layer_data(volume, f"{stem} {vol.name}", path, volumes, volume_id=vol.id))
+    return out

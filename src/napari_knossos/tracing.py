@@ -122,6 +122,7 @@ class TracingSession:
                                  add_layer=self._add_helper_layer, on_refused=self.status)
         self.table_navigator = None  # set by the widget: object with next_node(d) / next_tree(d)
         self.activity_callbacks: list[Callable[[], None]] = []
+        self.mouse_enabled = True  # off while a segmentation tool owns the mouse
         self._bound: list = []
         self._traversal: tuple[int, np.ndarray] | None = None
         points.metadata[SESSION_KEY] = self
@@ -366,6 +367,8 @@ class TracingSession:
     # -- mouse ----------------------------------------------------------------------------
     def _on_mouse_drag(self, viewer, event):
         """KNOSSOS mouse actions (see module docstring); other drags stay napari's."""
+        if not self.mouse_enabled:
+            return
         button, mods = event.button, _modifiers(event)
         world = tuple(event.position)
         view_dir = getattr(event, "view_direction", None)
@@ -416,6 +419,8 @@ class TracingSession:
             self.status(f"node {nid} moved to {tuple(int(c) for c in self.skel.position(nid))}")
 
     def _on_mouse_wheel(self, viewer, event):
+        if not self.mouse_enabled:
+            return
         mods = _modifiers(event)
         if "shift" in mods:
             delta = event.delta[1] if event.delta[1] else event.delta[0]

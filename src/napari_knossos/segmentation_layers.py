@@ -1,0 +1,574 @@
+"""napari adapter for segmentation editing on (terabyte) pyramids. No Qt here.
+
+napari cannot paint a multiscale Labels layer (napari/napari#1587), so the pyramid stays
+visible and read-only, and edits go to an :class:`~napari_knossos.annotation.volume.EditableVolume`
+through our own tools (brush, fill, merge), driven by mouse callbacks on the viewer. A
+single-scale Labels layer, the *editable window*, shows the edited voxels at the current mag over
+the movement area (or the current field of view) on top of the pyramid; moving the area, the
+view or the slice moves the window, and since every edit already lives in the volume, moving it
+never drops an edit. Objects (KNOSSOS mergelist) are a
+:class:`~napari_knossos.annotation.segments.SegmentObjects`; the merged view recolours
+supervoxels by object through a lazy id mapping of every pyramid level (the same mechanism
+applies a webKnossos agglomerate mapping).
+
+Mouse (KNOSSOS in brackets), while a tool is chosen in the widget: Paint: right-drag paints with
+the active id (right-drag), Shift+right-drag erases (Shift+right-drag), Shift+wheel brush size
+(Shift+wheel); Fill: right-click fills (middle-click; middle-click fills with every tool);
+Merge: right-click merges the object under the cursor into the selected one, Ctrl only that
+supervoxel, Shift unmerges the object, Ctrl+Shift unmerges the supervoxel (same). Left-drag pans
+as always.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from .annotation.editing import EditRefused
+from .annotation.segments import SegmentEditRefused, SegmentObjects
+from .annotation.volume import EditableVolume
+from .formats.chunked import ArrayLikeMixin
+from .layer_data import AXIS_LABELS, METADATA_KEY, UNITS
+from .movement_area import area_box_zyx
+
+__all__ = ["MappedLevel", "SegmentationSession", "VolumeLevel", "find_segmentation_layers"]
+
+ROLE = "napari_knossos_role"
+WINDOW_ROLE = "editable window"
+SLAB_HALF_DEPTH = 8  # slices above and below the current one in the window (no movement area)
+MAX_WINDOW_VOXELS = 64 * 1024**2
+
+
+def find_segmentation_layers(viewer) -> list:
+    """The Labels layers our reader opened: dataset segmentations (with their model) and overlays
+    of annotation edits (with their volume)."""
+    return [layer for layer in viewer.layers if type(layer).__name__ == "Labels"
+            and isinstance(layer.metadata.get(METADATA_KEY), dict)
+            and ("model" in layer.metadata[METADATA_KEY] or "volume" in layer.metadata[METADATA_KEY])]
+
+
+def overlay_layer_data(volume: EditableVolume, name: str, source: str, annotation=None, volume_id=None) -> tuple:
+    """A Labels layer (multiscale when the volume has several mags) showing an annotation's
+    segmentation edits on their own (zeros are transparent, so it overlays the dataset)."""
+    levels = [VolumeLevel(volume, mag) for mag in volume.mags]
+    vx, vy, vz = (float(v) for v in volume.voxel_size)
+    start = np.asarray(volume.extent(volume.mags[0])[0], np.float64)
+    kwargs = {"name": name, "scale": (vz, vy, vx), "translate": tuple((start * (vz, vy, vx)).tolist()),
+              "units": UNITS, "axis_labels": AXIS_LABELS, "multiscale": len(levels) > 1,
+              "metadata": {METADATA_KEY: {"volume": volume, "source": source, "annotation": annotation,
+                                          "volume_id": volume_id, "category": "segmentation", "dataset": name},
+                           ROLE: "segmentation overlay"}}
+    return (levels if len(levels) > 1 else levels[0]), kwargs, "labels"
+
+
+class VolumeLevel(ArrayLikeMixin):
+    """One mag of an :class:`EditableVolume` as a lazy array (napari layer data): reads see the
+    edits. Index 0 is the mag's first voxel (``volume.extent(mag)[0]``)."""
+
+    def __init__(self, volume: EditableVolume, mag):
+        self.volume, self.mag = volume, mag
+        self.start, stop = (np.asarray(v) for v in volume.extent(mag))
+        self.shape = tuple(int(v) for v in stop - self.start)
+        self.dtype = np.dtype(volume.dtype)
+
+    def __getitem__(self, key):
+        key = key if isinstance(key, tuple) else (key,)
+        key = key + (slice(None),) * (3 - len(key))
+        lo, hi, post = [], [], []
+        for k, n in zip(key, self.shape):
+            if isinstance(k, (int, np.integer)):
+                k = int(k) + (n if k < 0 else 0)
+                lo.append(k)
+                hi.append(k + 1)
+                post.append(0)
+            elif isinstance(k, slice) and k.step in (None, 1):
+                a, b, _ = k.indices(n)
+                lo.append(a)
+                hi.append(max(a, b))
+                post.append(slice(None))
+            else:
+                return np.asarray(self)[key]
+        out = self.volume.read(self.mag, tuple(self.start + lo), tuple(self.start + hi))
+        return out[tuple(post)]
+
+    def __array__(self, dtype=None, copy=None):
+        out = self[(slice(None),) * 3]
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+
+class MappedLevel(ArrayLikeMixin):
+    """A lazy array whose reads go through ``mapping`` (ids → ids, vectorised): the merged view
+    (supervoxel → object) or a webKnossos agglomerate mapping, applied only to what napari reads."""
+
+    def __init__(self, base, mapping: Callable[[np.ndarray], np.ndarray]):
+        self.base, self.mapping = base, mapping
+        self.shape = tuple(base.shape)
+        self.dtype = np.dtype(base.dtype)
+        self.chunks = getattr(base, "chunks", None)
+
+    def __getitem__(self, key):
+        out = self.base[key]
+        if isinstance(out, np.ndarray) or np.isscalar(out):
+            return self.mapping(np.asarray(out)).astype(self.dtype, copy=False)
+        return MappedLevel(out, self.mapping)
+
+    def __array__(self, dtype=None, copy=None):
+        out = self.mapping(np.asarray(self.base)).astype(self.dtype, copy=False)
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+
+class SegmentationSession:
+    """Editing one segmentation layer on a napari viewer (tools, window, objects, mappings)."""
+
+    def __init__(self, viewer, labels, *, tracing=None, status: Callable[[str], None] | None = None,
+                 segments: SegmentObjects | None = None, volume: EditableVolume | None = None):
+        meta = labels.metadata[METADATA_KEY]
+        self.viewer, self.labels, self.tracing = viewer, labels, tracing
+        self.model = meta.get("model")  # formats.model.Layer (None for an overlay of edits alone)
+        self.volume = volume or meta.get("volume") or EditableVolume(self.model)
+        ann = getattr(tracing, "annotation", None)
+        if segments is None:  # the annotation's mergelist, if it has one
+            segments = SegmentObjects(getattr(ann, "objects", None) or (),
+                                      largest_segment_id=self._largest_segment_id())
+        self.segments = segments
+        self._status = [status] if status else []
+        self.scale_zyx = np.asarray(labels.scale, np.float64)[-3:]  # mag-1 voxel size (level 0)
+        self.base_levels = list(labels.data) if labels.multiscale else [labels.data]
+        self.tool: str | None = None  # "paint" | "fill" | "merge"
+        self.brush_radius = 5.0  # voxels of the current mag
+        self.brush_shape = "round"
+        self.brush_dims = 2
+        self.overpaint = False
+        self.erase_selected_only = False
+        self.fill_dims = 2
+        self.active_id = int(max(self.volume.largest_id, self._largest_segment_id() or 0)) + 1
+        self.selected_object: int | None = None
+        self.merged_view = False
+        self.agglomerate = None
+        self.merge_tracing = False
+        self._tree_objects: dict[int, int] = {}
+        self.window = None
+        self.window_box: tuple | None = None  # (mag index, start zyx, stop zyx) mag-local
+        self._installed = False
+        self._relocating = False
+        self.volume.subscribe(self._on_volume_change)
+        self.segments.subscribe(self._on_segments_change)
+        if tracing is not None:
+            tracing.editor.subscribe(self._on_tracing_change)
+
+    def _largest_segment_id(self) -> int | None:
+        return getattr(self.model, "largest_segment_id", None)
+
+    # -- status -----------------------------------------------------------------------------------
+    def status(self, message: str) -> None:
+        self.viewer.status = message
+        for callback in self._status:
+            callback(message)
+
+    def add_status_callback(self, callback) -> None:
+        self._status.append(callback)
+
+    # -- geometry ---------------------------------------------------------------------------------
+    @property
+    def level(self) -> int:
+        """The pyramid level napari shows (the mag tools work at)."""
+        return int(self.labels.data_level) if self.labels.multiscale else 0
+
+    def factor_zyx(self, level: int | None = None) -> np.ndarray:
+        return np.asarray(self.volume.mags[self.level if level is None else level], np.int64)[::-1]
+
+    def voxel_of_world(self, world, level: int | None = None) -> np.ndarray:
+        """Global mag-local voxel (z, y, x) of a world position (nm)."""
+        mag1 = np.asarray(world, np.float64)[-3:] / self.scale_zyx
+        return np.floor(mag1 / self.factor_zyx(level) + 0.5 / self.factor_zyx(level)).astype(np.int64)
+
+    def _mag1_voxel(self, world) -> np.ndarray:
+        return np.round(np.asarray(world, np.float64)[-3:] / self.scale_zyx).astype(np.int64)
+
+    def _hidden_axis(self) -> int:
+        offset = self.viewer.dims.ndim - 3
+        displayed = [a - offset for a in self.viewer.dims.displayed]
+        return next(a for a in range(3) if a not in displayed)
+
+    def area_box(self):
+        """The movement area as a mag-1 box (start, stop) zyx, or None."""
+        if self.tracing is None:
+            return None
+        box = area_box_zyx(self.tracing.skel.parameters.movement_area)
+        return None if box is None else (tuple(box[0].tolist()), tuple(box[1].tolist()))
+
+    def view_box(self, pad: float = 0.5) -> tuple[tuple, tuple]:
+        """The visible 2-D field of view (mag-1 voxels, padded by ``pad`` on each side) and a slab of
+        slices around the current one, clipped to the data."""
+        from .movement_area import _canvas_size
+
+        ext_lo, ext_hi = (np.asarray(v) for v in self.volume.bounds)
+        cam = self.viewer.scene.camera
+        offset = self.viewer.dims.ndim - 3
+        displayed = [a - offset for a in self.viewer.dims.displayed]
+        hidden = self._hidden_axis()
+        w, h = _canvas_size(self.viewer)
+        half = np.array([h, w], np.float64) / 2 / max(float(cam.zoom), 1e-12) * (1 + 2 * pad)
+        center = np.asarray(cam.center, np.float64)[-2:]
+        lo, hi = ext_lo.copy(), ext_hi.copy()
+        for i, axis in enumerate(displayed[-2:]):
+            lo[axis] = int(np.floor((center[i] - half[i]) / self.scale_zyx[axis]))
+            hi[axis] = int(np.ceil((center[i] + half[i]) / self.scale_zyx[axis])) + 1
+        current = round(float(self.viewer.dims.point[offset + hidden]) / self.scale_zyx[hidden])
+        f = int(self.factor_zyx()[hidden])
+        lo[hidden] = current - SLAB_HALF_DEPTH * f
+        hi[hidden] = current + (SLAB_HALF_DEPTH + 1) * f
+        lo, hi = np.maximum(lo, ext_lo), np.minimum(hi, ext_hi)
+        return tuple(lo.tolist()), tuple(np.maximum(hi, lo).tolist())
+
+    def bounds(self) -> tuple[tuple, tuple]:
+        """Where tools may write: the movement area (if any) within the data."""
+        lo, hi = (np.asarray(v) for v in self.volume.bounds)
+        area = self.area_box()
+        if area is not None:
+            lo, hi = np.maximum(lo, area[0]), np.minimum(hi, area[1])
+        return tuple(lo.tolist()), tuple(np.maximum(hi, lo).tolist())
+
+    def fill_bounds(self) -> tuple[tuple, tuple]:
+        """Fill is bounded by the visible view intersected with the movement area."""
+        view_lo, view_hi = (np.asarray(v) for v in self.view_box(pad=0.0))
+        hidden = self._hidden_axis()
+        lo, hi = (np.asarray(v) for v in self.bounds())  # the movement area (else the data)
+        view_lo[hidden], view_hi[hidden] = lo[hidden], hi[hidden]  # its depth, not the window slab
+        lo, hi = np.maximum(lo, view_lo), np.minimum(hi, view_hi)
+        return tuple(lo.tolist()), tuple(np.maximum(hi, lo).tolist())
+
+    # -- the editable window ------------------------------------------------------------------------
+    def _wanted_window(self):
+        """(level, start, stop) mag-local voxels the window should cover now."""
+        level = self.level
+        f = self.factor_zyx(level)
+        area = self.area_box()
+        lo1, hi1 = self.view_box()
+        if area is not None:
+            alo, ahi = np.asarray(area[0]), np.asarray(area[1])
+            if np.prod((ahi - alo) // f + 1) <= MAX_WINDOW_VOXELS:
+                lo1, hi1 = alo, ahi  # the whole movement area
+            else:
+                lo1, hi1 = np.maximum(lo1, alo), np.minimum(hi1, ahi)
+        ext_lo, ext_hi = (np.asarray(v) for v in self.volume.extent(self.volume.mags[level]))
+        start = np.maximum(np.asarray(lo1) // f, ext_lo)
+        stop = np.minimum(-(-np.asarray(hi1) // f), ext_hi)
+        return level, tuple(start.tolist()), tuple(np.maximum(stop, start).tolist())
+
+    def _covers(self, wanted) -> bool:
+        if self.window_box is None or self.window_box[0] != wanted[0]:
+            return False
+        _, start, stop = self.window_box
+        _, ws, we = wanted
+        hidden = self._hidden_axis()
+        current_ok = start[hidden] <= (ws[hidden] + we[hidden]) // 2 < stop[hidden]
+        inplane = all(start[a] <= ws[a] and we[a] <= stop[a] for a in range(3) if a != hidden)
+        size = np.prod(np.subtract(stop, start), dtype=np.float64)
+        needed = np.prod(np.subtract(we, ws), dtype=np.float64)
+        return current_ok and inplane and size <= 4 * max(needed, 1)  # zoomed in a lot: shrink it
+
+    def relocate(self, force: bool = False) -> bool:
+        """Move the editable window to the current view/area/mag if it no longer covers it."""
+        wanted = self._wanted_window()
+        if not force and self._covers(wanted):
+            return False
+        level, start, stop = wanted
+        mag = self.volume.mags[level]
+        data = self.volume.read(mag, start, stop)
+        if self.merged_view or self.agglomerate is not None:
+            data = self._display_map(data)
+        f = self.factor_zyx(level)
+        scale = tuple((self.scale_zyx * f).tolist())
+        translate = tuple((np.asarray(start) * f * self.scale_zyx).tolist())
+        if self.window is None:
+            from napari.layers import Labels
+
+            self.window = Labels(data, name=f"{self.labels.name} (editable)", scale=scale, translate=translate,
+                                 units=UNITS, axis_labels=AXIS_LABELS, opacity=self.labels.opacity,
+                                 metadata={ROLE: WINDOW_ROLE, "napari_knossos_session": self})
+            self.window.colormap = self.labels.colormap
+            self.window.editable = False  # our tools write to the volume, not napari's paint
+            active = self.viewer.layers.selection.active
+            index = self.viewer.layers.index(self.labels) + 1
+            self.viewer.layers.insert(index, self.window)
+            if active is not None:
+                self.viewer.layers.selection.active = active
+        else:
+            self.window.data = data
+            self.window.scale = scale
+            self.window.translate = translate
+        self.window_box = (level, start, stop)
+        return True
+
+    def _display_map(self, ids: np.ndarray) -> np.ndarray:
+        out = ids
+        if self.agglomerate is not None:
+            out = self.agglomerate.map(out)
+        if self.merged_view:
+            out = self.segments.map_ids(out)
+        return np.asarray(out).astype(ids.dtype, copy=False)
+
+    def _on_volume_change(self, change) -> None:
+        """Refresh the part of the window an edit (or undo) touched."""
+        if self.window is None or self.window_box is None:
+            return
+        level, start, stop = self.window_box
+        f = self.factor_zyx(level)
+        lo = np.maximum(np.asarray(change.start_zyx) // f, start)
+        hi = np.minimum(-(-np.asarray(change.stop_zyx) // f), stop)
+        if (hi <= lo).any():
+            return
+        part = self.volume.read(self.volume.mags[level], tuple(lo.tolist()), tuple(hi.tolist()))
+        if self.merged_view or self.agglomerate is not None:
+            part = self._display_map(part)
+        sl = tuple(slice(int(a - s), int(b - s)) for a, b, s in zip(lo, hi, start))
+        self.window.data[sl] = part
+        self.window.refresh()
+
+    # -- mappings (merged view, agglomerates) ---------------------------------------------------------
+    def set_merged_view(self, on: bool) -> None:
+        self.merged_view = bool(on)
+        self._apply_mapping()
+
+    def set_agglomerate(self, mapping) -> None:
+        """Apply (or, with None, remove) a webKnossos agglomerate mapping on the fly."""
+        self.agglomerate = mapping
+        self._apply_mapping()
+
+    def _apply_mapping(self) -> None:
+        if self.merged_view or self.agglomerate is not None:
+            levels = [MappedLevel(level, self._display_map) for level in self.base_levels]
+        else:
+            levels = self.base_levels
+        self.labels.data = levels if self.labels.multiscale else levels[0]
+        self.relocate(force=True)
+
+    def _on_segments_change(self, change=None) -> None:
+        if self.merged_view:
+            self._apply_mapping()
+
+    # -- tools ------------------------------------------------------------------------------------
+    def _guard(self, action, *args, **kwargs):
+        try:
+            return action(*args, **kwargs)
+        except (EditRefused, SegmentEditRefused) as refused:
+            self.status(str(refused))
+        except PermissionError as error:
+            self.status(str(error))
+        return None
+
+    def paint_at(self, world, erase: bool = False):
+        """One brush stab at a world position (current mag, widget settings)."""
+        level = self.level
+        mode = "erase" if erase else ("overpaint" if self.overpaint else "paint")
+        erase_only = None
+        if erase and self.erase_selected_only and self.selected_object is not None:
+            erase_only = {int(s) for s in self.segments.supervoxels_of(self.selected_object)} or None
+        return self._guard(self.volume.brush, self.volume.mags[level], tuple(self.voxel_of_world(world, level).tolist()),
+                           self.brush_radius, 0 if erase else self.active_id, shape=self.brush_shape,
+                           dims=self.brush_dims, plane_axis=self._hidden_axis(), mode=mode, erase_only=erase_only,
+                           bounds=self.bounds())
+
+    def fill_at(self, world):
+        level = self.level
+        return self._guard(self.volume.fill, self.volume.mags[level], tuple(self.voxel_of_world(world, level).tolist()),
+                           self.active_id, dims=self.fill_dims, plane_axis=self._hidden_axis(),
+                           bounds=self.fill_bounds())
+
+    def segment_at(self, world) -> int:
+        """The (edited) supervoxel id at a world position (mag 1)."""
+        v = self._mag1_voxel(world)
+        lo, hi = (np.asarray(b) for b in self.volume.bounds)
+        if ((v < lo) | (v >= hi)).any():
+            return 0
+        return int(self.volume.read(self.volume.mags[0], tuple(v.tolist()), tuple((v + 1).tolist()))[0, 0, 0])
+
+    def _inside_area(self, world) -> bool:
+        area = self.area_box()
+        if area is None:
+            return True
+        v = self._mag1_voxel(world)
+        return bool(((v >= area[0]) & (v < area[1])).all())
+
+    def merge_at(self, world, *, only_supervoxel: bool = False, unmerge: bool = False):
+        """KNOSSOS Merge mode at the clicked supervoxel (see module docstring)."""
+        if not self._inside_area(world):
+            self.status("outside the movement area: merging is refused")
+            return None
+        sv = self.segment_at(world)
+        if sv == 0:
+            self.status("background: nothing to merge")
+            return None
+        position = tuple(int(c) for c in self._mag1_voxel(world)[::-1])
+        if unmerge:
+            if self.selected_object is None:
+                self.status("select an object to unmerge from")
+                return None
+            return self._guard(self.segments.unmerge_at, sv, self.selected_object, only_supervoxel=only_supervoxel,
+                               position=position)
+        if self.selected_object is None or self.selected_object not in self.segments.objects:
+            obj = self._guard(self.segments.new_object, [sv], position=position)
+            self.selected_object = obj
+            return obj
+        return self._guard(self.segments.merge_at, sv, self.selected_object, only_supervoxel=only_supervoxel,
+                           position=position)
+
+    def select_at(self, world) -> int | None:
+        """Select the object under the cursor (its first object), as the paint/merge target."""
+        sv = self.segment_at(world)
+        obj = self.segments.object_under_cursor(sv) if sv else None
+        self.selected_object = obj
+        if sv:
+            self.active_id = sv
+        return obj
+
+    def new_object_id(self) -> int:
+        """A fresh id to paint with: ``largestSegmentId`` + 1 (KNOSSOS ``C`` in paint modes)."""
+        self.active_id = max(self.segments.next_id(), self.volume.largest_id + 1)
+        return self.active_id
+
+    def undo(self) -> None:
+        """Undo the last segmentation edit (paint, fill) or object edit (merge, unmerge), newest first."""
+        vol_serial = getattr(self, "_last_volume_serial", 0)
+        seg_serial = getattr(self, "_last_segment_serial", 0)
+        if self.volume.can_undo and (vol_serial >= seg_serial or not self.segments.can_undo):
+            self.volume.undo()
+        elif self.segments.can_undo:
+            self.segments.undo()
+
+    def redo(self) -> None:
+        if self.volume.can_redo:
+            self.volume.redo()
+        elif self.segments.can_redo:
+            self.segments.redo()
+
+    # -- merge tracing ------------------------------------------------------------------------------
+    def _on_tracing_change(self, change) -> None:
+        """Merge tracing: every node placed on a supervoxel merges it into its tree's object."""
+        if not self.merge_tracing or change.kind != "nodes_added":
+            return
+        skel = self.tracing.skel
+        for nid in np.asarray(change.node_ids).tolist():
+            if not skel.has_node(nid):
+                continue
+            x, y, z = skel.position(nid)
+            sv = self.segment_at(np.array([z, y, x]) * self.scale_zyx)
+            if not sv:
+                continue
+            tree = skel.tree_of(nid)
+            obj = self._tree_objects.get(tree)
+            if obj is None or obj not in self.segments.objects:
+                obj = self.segments.object_under_cursor(sv) or self._guard(
+                    self.segments.new_object, [sv], position=(int(x), int(y), int(z)))
+                self._tree_objects[tree] = obj
+            elif sv not in set(self.segments.supervoxels_of(obj).tolist()):
+                self._guard(self.segments.merge_at, sv, obj, only_supervoxel=True, position=(int(x), int(y), int(z)))
+
+    # -- mouse ------------------------------------------------------------------------------------
+    def _on_mouse_drag(self, viewer, event):
+        if self.tool is None and event.button != 3:
+            return
+        from .tracing import _modifiers
+
+        mods = _modifiers(event)
+        if event.button == 3 or (event.button == 2 and self.tool == "fill"):  # middle-click fills (KNOSSOS)
+            if self.viewer.dims.ndisplay == 2:
+                self.fill_at(event.position)
+            return
+        if event.button != 2:
+            return
+        if self.viewer.dims.ndisplay != 2:
+            self.status("edit segmentation in a 2-D view")
+            return
+        if self.tool == "merge":
+            self.merge_at(event.position, only_supervoxel="control" in mods, unmerge="shift" in mods)
+            return
+        if self.tool != "paint":
+            return
+        erase = "shift" in mods
+        with self.volume.stroke():  # one drag, one undo step
+            self.paint_at(event.position, erase=erase)
+            event.handled = True  # napari must not zoom on this right-drag
+            yield
+            while event.type == "mouse_move":
+                self.paint_at(event.position, erase=erase)
+                event.handled = True
+                yield
+
+    def _on_mouse_wheel(self, viewer, event):
+        if self.tool != "paint":
+            return
+        from .tracing import _modifiers
+
+        if "shift" in _modifiers(event):
+            delta = event.delta[1] if event.delta[1] else event.delta[0]
+            self.brush_radius = float(max(0.5, self.brush_radius + (1 if delta > 0 else -1)))
+            self.status(f"brush radius {self.brush_radius:g} voxels")
+            event.handled = True
+
+    def _on_mouse_move(self, viewer, event):
+        """Segment id and object under the cursor, in napari's status bar and the widget."""
+        sv = self.segment_at(event.position)
+        obj = self.segments.object_under_cursor(sv) if sv else None
+        self.cursor_text = f"segment {sv}" + (f", object {obj}" if obj is not None else "")
+        for callback in self._status[1:]:
+            callback(self.cursor_text)
+
+    def set_tool(self, tool: str | None) -> None:
+        """"paint", "fill", "merge" or None; while a tool is on, the tracing mouse is off."""
+        self.tool = tool
+        if self.tracing is not None:
+            self.tracing.mouse_enabled = tool is None
+        if tool is not None:
+            self.relocate()
+
+    def install(self) -> None:
+        if self._installed:
+            return
+        self.viewer.mouse_drag_callbacks.insert(0, self._on_mouse_drag)
+        self.viewer.mouse_wheel_callbacks.append(self._on_mouse_wheel)
+        self.viewer.mouse_move_callbacks.append(self._on_mouse_move)
+        # napari re-slices the pyramid after every pan, zoom, slice or level change: follow it
+        self.labels.events.set_data.connect(self._on_view_change)
+        self._installed = True
+        self.relocate(force=True)
+
+    def _on_view_change(self, event=None) -> None:
+        if self._relocating:
+            return
+        self._relocating = True
+        try:
+            self.relocate()
+        finally:
+            self._relocating = False
+
+    def uninstall(self) -> None:
+        for callbacks, cb in ((self.viewer.mouse_drag_callbacks, self._on_mouse_drag),
+                              (self.viewer.mouse_wheel_callbacks, self._on_mouse_wheel),
+                              (self.viewer.mouse_move_callbacks, self._on_mouse_move)):
+            if cb in callbacks:
+                callbacks.remove(cb)
+        self._installed = False
+        self.labels.events.set_data.disconnect(self._on_view_change)
+        if self.tracing is not None:
+            self.tracing.mouse_enabled = True
+
+    # -- saving -----------------------------------------------------------------------------------
+    def save_to_dataset(self) -> int:
+        """Write the edits back into the dataset (touched chunks only, each atomically)."""
+        n = self.volume.save_in_place()
+        self.status(f"{n} chunks written to {getattr(self.model, 'source', '') or self.labels.name}")
+        return n
+
+    def store_in_annotation(self, annotation=None) -> int:
+        """Put the edits (``.seg.sz`` cubes) and the objects (mergelist) into the .k.zip annotation."""
+        annotation = annotation if annotation is not None else self.tracing.annotation
+        meta = self.labels.metadata[METADATA_KEY]
+        experiment = (annotation.experiment or annotation.skeleton.parameters.experiment
+                      or getattr(self.model, "extra", {}).get("experiment_name") or meta.get("dataset")
+                      or self.labels.name)
+        n = self.volume.save_to_kzip(annotation, experiment)
+        annotation.objects = self.segments.to_objects()
+        return n

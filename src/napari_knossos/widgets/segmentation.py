@@ -1,0 +1,293 @@
+"""The segmentation dock widget (magicgui): brush, bucket fill, merge, objects, mappings, saving."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FloatSlider,
+    FloatSpinBox,
+    Label,
+    LineEdit,
+    PushButton,
+    RadioButtons,
+    SpinBox,
+)
+
+from ..formats.inplace import ReadOnlyDatasetError
+from ..segmentation_layers import SegmentationSession, find_segmentation_layers
+from .movement_area import session_for
+
+__all__ = ["SegmentationWidget"]
+
+TOOLS = {"Off": None, "Paint": "paint", "Fill": "fill", "Merge": "merge"}
+TARGETS = ["annotation (.k.zip)", "dataset (in place)", "webKnossos volume zip"]
+
+
+class SegmentationWidget(Container):
+    """Edit a segmentation layer at any mag (see :mod:`napari_knossos.segmentation_layers`)."""
+
+    def __init__(self, napari_viewer):
+        self.viewer = napari_viewer
+        self.session: SegmentationSession | None = None
+        self.layer_choice = ComboBox(label="segmentation", choices=self._layer_names)
+        self.start_button = PushButton(text="Edit this layer")
+        self.tool = RadioButtons(label="tool", choices=list(TOOLS), value="Off", orientation="horizontal")
+        self.active_id = SpinBox(label="paint id", min=0, max=2**53, value=1)
+        self.new_id_button = PushButton(text="New id")
+        self.radius = FloatSpinBox(label="brush radius", min=0.5, max=10_000, value=5, step=0.5)
+        self.radius_unit = ComboBox(label="unit", choices=["voxels", "nm"], value="voxels")
+        self.shape = ComboBox(label="brush shape", choices=["round", "square"], value="round")
+        self.brush_3d = CheckBox(text="3-D brush", value=False)
+        self.overpaint = CheckBox(text="overpaint (never onto background)", value=False)
+        self.erase_selected = CheckBox(text="erase only the selected object", value=False)
+        self.fill_3d = CheckBox(text="3-D fill", value=False)
+        self.merged_view = CheckBox(text="merged view (colour by object)", value=False)
+        self.borders = CheckBox(text="borders only", value=False)
+        self.opacity = FloatSlider(label="opacity", min=0.0, max=1.0, step=0.05, value=0.6)
+        self.merge_tracing = CheckBox(text="merge tracing (nodes merge their supervoxel)", value=False)
+        self.agglomerate = ComboBox(label="agglomerate", choices=["(none)"], value="(none)")
+        self.object_label = Label(value="no object selected")
+        self.lock = CheckBox(text="locked", value=False)
+        self.todo = CheckBox(text="todo", value=False)
+        self.comment = LineEdit(label="object comment")
+        self.category = LineEdit(label="object category")
+        self.jump_button = PushButton(text="Jump to object")
+        self.undo_button = PushButton(text="Undo")
+        self.redo_button = PushButton(text="Redo")
+        self.target = ComboBox(label="save to", choices=TARGETS, value=TARGETS[0])
+        self.save_button = PushButton(text="Save segmentation")
+        self.cursor = Label(value="")
+        self.status = Label(value="")
+        super().__init__(widgets=[
+            self.layer_choice, self.start_button, self.tool, self.active_id, self.new_id_button, self.radius,
+            self.radius_unit, self.shape, self.brush_3d, self.overpaint, self.erase_selected, self.fill_3d,
+            self.merged_view, self.borders, self.opacity, self.merge_tracing, self.agglomerate, self.object_label,
+            self.lock, self.todo, self.comment, self.category, self.jump_button, self.undo_button, self.redo_button,
+            self.target, self.save_button, self.cursor, self.status])
+        self.start_button.changed.connect(lambda *_: self.start())
+        self.tool.changed.connect(self._on_tool)
+        self.active_id.changed.connect(lambda v: self.session and setattr(self.session, "active_id", int(v)))
+        self.new_id_button.changed.connect(self.new_id)
+        for w in (self.radius, self.radius_unit, self.shape, self.brush_3d, self.overpaint, self.erase_selected,
+                  self.fill_3d):
+            w.changed.connect(lambda *_: self._apply_settings())
+        self.merged_view.changed.connect(lambda on: self.session and self.session.set_merged_view(on))
+        self.borders.changed.connect(self._on_borders)
+        self.opacity.changed.connect(self._on_opacity)
+        self.merge_tracing.changed.connect(lambda on: self.session and setattr(self.session, "merge_tracing", on))
+        self.agglomerate.changed.connect(self._on_agglomerate)
+        self.lock.changed.connect(lambda on: self._object_edit("set_immutable", on))
+        self.todo.changed.connect(lambda on: self._object_edit("set_todo", on))
+        self.comment.changed.connect(lambda text: self._object_edit("set_comment", text))
+        self.category.changed.connect(lambda text: self._object_edit("set_category", text))
+        self.jump_button.changed.connect(self.jump_to_object)
+        self.undo_button.changed.connect(lambda *_: self.session and self.session.undo())
+        self.redo_button.changed.connect(lambda *_: self.session and self.session.redo())
+        self.save_button.changed.connect(lambda *_: self.save())
+        napari_viewer.layers.events.inserted.connect(lambda *_: self.layer_choice.reset_choices())
+        napari_viewer.layers.events.removed.connect(lambda *_: self.layer_choice.reset_choices())
+        if find_segmentation_layers(napari_viewer):
+            self.start()
+
+    def _layer_names(self, *_):
+        return [layer.name for layer in find_segmentation_layers(self.viewer)]
+
+    # -- session ----------------------------------------------------------------------------------
+    def start(self) -> SegmentationSession | None:
+        """Make the chosen segmentation layer editable."""
+        name = self.layer_choice.value
+        if not name:
+            self.status.value = "open a dataset with a segmentation layer first"
+            return None
+        if self.session is not None and self.session.labels.name == name:
+            return self.session
+        if self.session is not None:
+            self.session.uninstall()
+        tracing = session_for(self.viewer)
+        labels = self.viewer.layers[name]
+        volume, applied = self._volume_with_overlay(labels)
+        self.session = SegmentationSession(self.viewer, labels, tracing=tracing, status=self._show_status,
+                                           volume=volume)
+        self.session.add_status_callback(lambda text: setattr(self.cursor, "value", text))
+        self.session.install()
+        self.session.segments.subscribe(lambda *_: self._show_object())
+        self.active_id.value = int(self.session.active_id)
+        self._apply_settings()
+        self._on_opacity(self.opacity.value)
+        self._find_agglomerates()
+        message = f"editing {name} at mag {self.session.volume.mags[self.session.level]}"
+        if applied is not None:
+            message += f"; the edits of {applied.name} are applied to it"
+        self._show_status(message)
+        return self.session
+
+    def _volume_with_overlay(self, labels):
+        """An annotation's segmentation edits opened as an overlay layer (a .k.zip's cubes, a
+        webKnossos volume zip) are applied to the dataset layer being edited, and the overlay hidden."""
+        from ..annotation.kzip import Annotation
+        from ..annotation.volume import EditableVolume
+        from ..layer_data import METADATA_KEY
+
+        model = labels.metadata[METADATA_KEY].get("model")
+        if model is None:
+            return None, None
+        for layer in self.viewer.layers:
+            meta = layer.metadata.get(METADATA_KEY)
+            if layer is labels or layer.metadata.get("napari_knossos_role") != "segmentation overlay":
+                continue
+            ann = meta.get("annotation")
+            try:
+                if isinstance(ann, Annotation):
+                    volume = EditableVolume.from_kzip(ann, model)
+                else:
+                    volume = EditableVolume.from_volume_zip(ann, model, name_or_id=meta.get("volume_id"))
+            except (ValueError, KeyError) as error:
+                self._show_status(f"{layer.name} not applied: {error}")
+                continue
+            layer.visible = False
+            return volume, layer
+        return None, None
+
+    def _show_status(self, message: str) -> None:
+        self.status.value = message
+
+    def _on_tool(self, value) -> None:
+        session = self.start()
+        if session is not None:
+            session.set_tool(TOOLS[value])
+
+    def _apply_settings(self) -> None:
+        s = self.session
+        if s is None:
+            return
+        radius = float(self.radius.value)
+        if self.radius_unit.value == "nm":  # nm → voxels of the current mag (in-plane voxel size)
+            radius = radius / float(s.scale_zyx[-1] * s.factor_zyx()[-1])
+        s.brush_radius = max(radius, 0.5)
+        s.brush_shape = self.shape.value
+        s.brush_dims = 3 if self.brush_3d.value else 2
+        s.overpaint = bool(self.overpaint.value)
+        s.erase_selected_only = bool(self.erase_selected.value)
+        s.fill_dims = 3 if self.fill_3d.value else 2
+
+    def new_id(self, *_) -> int | None:
+        if self.start() is None:
+            return None
+        self.active_id.value = self.session.new_object_id()
+        return int(self.active_id.value)
+
+    def _on_borders(self, on) -> None:
+        s = self.session
+        if s is None:
+            return
+        for layer in (s.labels, s.window):
+            if layer is not None:
+                layer.contour = 1 if on else 0
+
+    def _on_opacity(self, value) -> None:
+        s = self.session
+        if s is None:
+            return
+        for layer in (s.labels, s.window):
+            if layer is not None:
+                layer.opacity = float(value)
+
+    # -- agglomerates -----------------------------------------------------------------------------
+    def _find_agglomerates(self) -> None:
+        from ..formats.agglomerate import agglomerate_files
+
+        try:
+            files = agglomerate_files(self.session.model)
+        except (OSError, ValueError, KeyError) as error:  # a listing problem must not stop editing
+            files = {}
+            self._show_status(f"agglomerate files not listed: {error}")
+        self._agglomerate_files = files
+        self.agglomerate.choices = ["(none)", *files]
+
+    def _on_agglomerate(self, name) -> None:
+        from ..formats.agglomerate import AgglomerateMapping
+
+        if self.session is None:
+            return
+        if name in (None, "(none)"):
+            self.session.set_agglomerate(None)
+            return
+        path, _ = self._agglomerate_files[name]
+        try:
+            self.session.set_agglomerate(AgglomerateMapping(path))
+        except (OSError, ValueError) as error:
+            self._show_status(f"{name}: {error}")
+
+    # -- objects ----------------------------------------------------------------------------------
+    def _show_object(self) -> None:
+        s = self.session
+        obj = s.selected_object if s is not None else None
+        if obj is None or obj not in s.segments.objects:
+            self.object_label.value = "no object selected"
+            return
+        o = s.segments.objects[obj]
+        self.object_label.value = f"object {obj}: {len(o.supervoxels)} supervoxels"
+        for widget, value in ((self.lock, o.immutable), (self.todo, o.todo), (self.comment, o.comment or ""),
+                              (self.category, o.category or "")):
+            with widget.changed.blocked():
+                widget.value = value
+
+    def _object_edit(self, method: str, value) -> None:
+        s = self.session
+        if s is None or s.selected_object is None:
+            return
+        s._guard(getattr(s.segments, method), s.selected_object, value)
+
+    def jump_to_object(self, *_) -> None:
+        s = self.session
+        if s is None or s.selected_object is None:
+            return
+        o = s.segments.objects[s.selected_object]
+        if o.position is None:
+            self._show_status(f"object {o.id} has no position")
+            return
+        x, y, z = o.position
+        world = np.array([z, y, x], np.float64) * s.scale_zyx
+        offset = self.viewer.dims.ndim - 3
+        for axis in range(3):
+            self.viewer.dims.set_point(offset + axis, float(world[axis]))
+        self.viewer.scene.camera.center = tuple(world.tolist())
+
+    # -- saving -----------------------------------------------------------------------------------
+    def save(self, path: str | None = None) -> str | int | None:
+        """Save the edits where the user chose (annotation, dataset in place, volume zip)."""
+        s = self.start()
+        if s is None:
+            return None
+        target = self.target.value
+        try:
+            if target == TARGETS[1]:
+                return s.save_to_dataset()
+            if target == TARGETS[2]:
+                if path is None:
+                    from qtpy.QtWidgets import QFileDialog
+
+                    path, _ = QFileDialog.getSaveFileName(None, "Save volume annotation", "volume.zip", "zip (*.zip)")
+                    if not path:
+                        return None
+                from ..annotation.nml import write_nml
+
+                n = s.volume.save_to_volume_zip(path, write_nml(s.tracing.skel, dialect="webknossos"),
+                                                name=s.labels.name)
+                self._show_status(f"{n} buckets written to {Path(path).name}")
+                return path
+            n = s.store_in_annotation()
+            self._show_status(f"{n} cubes and {len(s.segments)} objects put into the annotation; "
+                              "save it with the tracing widget")
+            return n
+        except ReadOnlyDatasetError as error:
+            self._show_status(f"{error} — choose 'annotation (.k.zip)' to keep the edits")
+            return None
+        except OSError as error:
+            self._show_status(f"not saved: {error}")
+            return None

@@ -1,0 +1,39 @@
+"""Helpers for GUI tests that drive napari's canvas with real Qt events (test-only private access)."""
+
+from __future__ import annotations
+
+from qtpy.QtCore import QPoint
+
+
+def canvas(viewer):
+    """The canvas' native Qt widget, to send real mouse and key events to."""
+    return viewer.window._qt_viewer.canvas.native
+
+
+def make_room(viewer, qtbot) -> None:
+    """A 1280×1000 window without the layer list/controls docks, so docked widgets leave the
+    canvas room to click in."""
+    viewer.window._qt_window.resize(1280, 1000)
+    qt_viewer = viewer.window._qt_viewer
+    qt_viewer.dockLayerList.hide()
+    qt_viewer.dockLayerControls.hide()
+    qtbot.wait(20)
+
+
+def look_at(viewer, qtbot, scale_zyx, z, y, x, zoom, active=None) -> None:
+    """Show slice ``z`` centred on voxel (y, x) at ``zoom`` canvas pixels per nm."""
+    viewer.dims.set_point(0, z * scale_zyx[0])
+    viewer.scene.camera.center = (z * scale_zyx[0], y * scale_zyx[1], x * scale_zyx[2])
+    viewer.scene.camera.zoom = zoom
+    if active is not None:
+        viewer.layers.selection.active = viewer.layers[active]
+    qtbot.wait(50)
+
+
+def pixel_of(viewer, scale_zyx, y, x) -> QPoint:
+    """Canvas pixel of voxel (y, x) in the 2-D view."""
+    cam = viewer.scene.camera
+    native = canvas(viewer)
+    cy, cx = cam.center[-2:]
+    return QPoint(round((x * scale_zyx[2] - cx) * cam.zoom + native.width() / 2),
+                  round((y * scale_zyx[1] - cy) * cam.zoom + native.height() / 2))

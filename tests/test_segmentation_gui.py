@@ -1,0 +1,348 @@
+"""The segmentation widget driven like a user: paint, erase, fill, merge with real mouse events
+on napari's canvas over a webKnossos zarr3 pyramid; saved in place and read back by webknossos."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+from qtpy.QtCore import Qt
+
+from napari_knossos.annotation.kzip import read_kzip
+from napari_knossos.formats import open_dataset
+from napari_knossos.formats.knossos_writer import pyramid
+from napari_knossos.formats.wk_writer import WkLayerSpec, write_webknossos_dataset
+from napari_knossos.widgets.segmentation import TARGETS, SegmentationWidget
+
+from . import gui
+from .gui import canvas, look_at, make_room
+from .reference import run_reference
+
+VOXEL = (10.0, 10.0, 20.0)  # x, y, z nm
+SCALE = (20.0, 10.0, 10.0)  # z, y, x
+
+
+def blocks(shape_zyx, block=16, seed=0):
+    """Segments of ``block`` voxels per axis with ids 1..N (no background), deterministic."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.permutation(np.prod([-(-s // block) for s in shape_zyx])).reshape(
+        [-(-s // block) for s in shape_zyx]).astype(np.uint32) + 1
+    seg = coarse
+    for axis in range(3):
+        seg = np.repeat(seg, block, axis=axis)
+    return np.ascontiguousarray(seg[tuple(slice(0, s) for s in shape_zyx)])
+
+
+@pytest.fixture
+def seg_viewer(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    monkeypatch.setenv("NAPARI_KNOSSOS_DATA_DIR", str(tmp_path / "data"))
+    seg = blocks((32, 128, 128))
+    em = (np.indices((32, 128, 128)).sum(0) % 200 + 30).astype(np.uint8)
+    mags = pyramid(seg, 2, segmentation=True)
+    root = write_webknossos_dataset(tmp_path / "ds", VOXEL, [
+        WkLayerSpec("color", "color", {1: em}),
+        WkLayerSpec("segmentation", "segmentation", {1: mags[0], 2: mags[1]})])
+    viewer = make_napari_viewer(show=True)
+    viewer.open(str(root), plugin="napari-knossos")
+    widget = SegmentationWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Segmentation", area="left")
+    make_room(viewer, qtbot)
+    look_at(viewer, qtbot, SCALE, 10, 64, 64, 0.4, active="color")
+    return viewer, widget, qtbot, root, seg
+
+
+def pixel_of(viewer, y, x):
+    return gui.pixel_of(viewer, SCALE, y, x)
+
+
+def drag(viewer, qtbot, path, button=Qt.MouseButton.RightButton, modifier=Qt.KeyboardModifier.NoModifier):
+    native = canvas(viewer)
+    points = [pixel_of(viewer, y, x) for y, x in path]
+    qtbot.mousePress(native, button, modifier, points[0])
+    for p in points[1:]:
+        qtbot.mouseMove(native, p)
+        qtbot.wait(2)
+    qtbot.mouseRelease(native, button, modifier, points[-1])
+    qtbot.wait(5)
+
+
+def click(viewer, qtbot, y, x, button=Qt.MouseButton.RightButton, modifier=Qt.KeyboardModifier.NoModifier):
+    drag(viewer, qtbot, [(y, x)], button, modifier)
+
+
+def mag1(widget):
+    vol = widget.session.volume
+    return vol.read((1, 1, 1), *vol.extent((1, 1, 1)))
+
+
+def test_paint_erase_undo_with_the_mouse_and_save_in_place(seg_viewer):
+    viewer, widget, qtbot, root, seg = seg_viewer
+    assert widget.session is not None and widget.session.window is not None
+    widget.tool.value = "Paint"
+    widget.active_id.value = 999
+    widget.radius.value = 3
+    zoom = viewer.scene.camera.zoom
+    drag(viewer, qtbot, [(40, 30 + 2 * i) for i in range(11)])  # right-drag along x at y=40
+    assert viewer.scene.camera.zoom == zoom  # the right-drag painted, napari did not zoom
+    edited = mag1(widget)
+    assert (edited[10, 40, 30:51] == 999).all()
+    assert (edited[10, 40 + 4] == seg[10, 40 + 4]).all()  # outside the radius: untouched
+    assert (edited[9] == seg[9]).all()  # a 2-D brush stays in its slice
+    # the editable window shows the paint: the canvas at the stroke has the colour of id 999
+    window = widget.session.window
+    assert window.data[tuple(np.array([10, 40, 40]) - np.array(widget.session.window_box[1]))] == 999
+    shot = viewer.screenshot(canvas_only=True, flash=False)
+    p = pixel_of(viewer, 40, 40)
+    sx = shot.shape[1] / canvas(viewer).width()
+    painted = shot[int(p.y() * sx), int(p.x() * sx), :3].astype(int)
+    expected = np.round(window.colormap.map(np.array([999]))[0, :3] * 255).astype(int)
+    em_gray = shot[int(p.y() * sx) + 40, int(p.x() * sx) + 40, :3].astype(int)
+    assert np.abs(painted - expected).max() < np.abs(em_gray - expected).max() + 60
+    # mag 2 follows: a 2x2x2 block fully painted at mag 1 reads 999 at mag 2? (a 2-D stroke covers half
+    # of each block, so mag 2 keeps the majority rule; check it was recomputed from mag 1 consistently)
+    vol = widget.session.volume
+    from napari_knossos.annotation.volume import downsample_mode_by
+
+    np.testing.assert_array_equal(vol.read((2, 2, 2), *vol.extent((2, 2, 2))), downsample_mode_by(edited, (2, 2, 2)))
+    # Shift+right-drag erases
+    drag(viewer, qtbot, [(40, 30), (40, 34)], modifier=Qt.KeyboardModifier.ShiftModifier)
+    assert (mag1(widget)[10, 40, 30:35] == 0).all()
+    widget.session.undo()
+    assert (mag1(widget)[10, 40, 30:51] == 999).all()
+    # save in place; reopen from disk with our reader and with webknossos
+    widget.target.value = TARGETS[1]
+    assert widget.save() > 0
+    reopened = open_dataset(root).layer("segmentation")
+    np.testing.assert_array_equal(np.asarray(reopened.mags[0].array[:]), edited)
+    ref = run_reference(REFERENCE_HASHES, str(root))
+    assert ref == {"1": _sha(edited), "2": _sha(downsample_mode_by(edited, (2, 2, 2)))}
+
+
+REFERENCE_HASHES = r"""
+import hashlib, json, sys
+import numpy as np
+import webknossos as wk
+ds = wk.Dataset.open(sys.argv[1])
+layer = ds.get_layer("segmentation")
+out = {}
+for mag in layer.mags:
+    a = np.asarray(layer.get_mag(mag).read())[0].transpose(2, 1, 0)  # (c, x, y, z) → (z, y, x)
+    out[str(mag.x)] = hashlib.sha256(np.ascontiguousarray(a, "<u4").tobytes()).hexdigest()
+print(json.dumps(out))
+"""
+
+
+def _sha(a):
+    return hashlib.sha256(np.ascontiguousarray(a, "<u4").tobytes()).hexdigest()
+
+
+def test_fill_bounded_by_movement_area_and_view(seg_viewer):
+    viewer, widget, qtbot, _root, seg = seg_viewer
+    session = widget.session
+    widget.tool.value = "Fill"
+    widget.active_id.value = 777
+    target = int(seg[10, 40, 40])
+    # the segment at (40, 40) spans y 32-47, x 32-47 in slice 10; a movement area cuts it at x < 44
+    session.tracing.editor.set_movement_area((0, 0, 0), (44, 128, 32))
+    click(viewer, qtbot, 40, 40)
+    edited = mag1(widget)
+    region = seg[10] == target
+    assert (edited[10][region & (np.arange(128) < 44)[None, :]] == 777).all()
+    assert (edited[10][region & (np.arange(128) >= 44)[None, :]] == target).all()
+    assert (edited[9] == seg[9]).all() and (edited[11] == seg[11]).all()  # 2-D fill
+    # outside the movement area a fill is refused with a message
+    click(viewer, qtbot, 40, 100)
+    assert (mag1(widget)[10, 40, 100] == seg[10, 40, 100]) and "outside" in widget.status.value.lower()
+    # middle-click fills with any tool (KNOSSOS); 3-D fill reaches the other slices of the segment
+    session.tracing.editor.set_movement_area()
+    widget.tool.value = "Paint"
+    widget.fill_3d.value = True
+    widget.active_id.value = 555
+    target2 = int(seg[10, 80, 80])
+    click(viewer, qtbot, 80, 80, button=Qt.MouseButton.MiddleButton)
+    edited = mag1(widget)
+    assert (edited[seg == target2] == 555).all()
+
+
+def test_merge_objects_merged_view_and_annotation(seg_viewer, tmp_path):
+    viewer, widget, qtbot, root, seg = seg_viewer
+    session = widget.session
+    widget.tool.value = "Merge"
+    a, b, c = int(seg[10, 40, 40]), int(seg[10, 40, 56]), int(seg[10, 56, 40])
+    click(viewer, qtbot, 40, 40)  # no object selected: a new object of a
+    obj = session.selected_object
+    assert set(session.segments.objects[obj].supervoxels) == {a}
+    click(viewer, qtbot, 40, 56)  # merge b into it
+    click(viewer, qtbot, 56, 40)  # and c
+    assert set(session.segments.objects[obj].supervoxels) == {a, b, c}
+    # Shift+right-click unmerges c again
+    click(viewer, qtbot, 56, 40, modifier=Qt.KeyboardModifier.ShiftModifier)
+    assert set(session.segments.objects[obj].supervoxels) == {a, b}, widget.status.value
+    session.undo()
+    assert set(session.segments.objects[obj].supervoxels) == {a, b, c}
+    # merged view: the window shows one id for the whole object
+    widget.merged_view.value = True
+    qtbot.wait(50)
+    assert session.level == 0
+    window = session.window
+    start = np.array(session.window_box[1])
+    ids = {int(window.data[tuple(np.array(p) - start)]) for p in [(10, 40, 40), (10, 40, 56), (10, 56, 40)]}
+    assert len(ids) == 1, (ids, a, b, c, obj, session.merged_view, session.segments.map_ids(np.array([a, b, c])), start)
+    # into the annotation (.k.zip mergelist + cubes) and saved by the tracing session
+    widget.tool.value = "Paint"
+    widget.active_id.value = 4242
+    drag(viewer, qtbot, [(90, 90), (90, 100)])
+    widget.target.value = TARGETS[0]
+    assert widget.save() > 0
+    out = session.tracing.save(str(tmp_path / "seg.k.zip"))
+    ann = read_kzip(out)
+    assert {o.id for o in ann.objects} >= {obj} and ann.cubes
+    merged = next(o for o in ann.objects if o.id == obj)
+    assert set(merged.supervoxels) == {a, b, c}
+    from napari_knossos.annotation.volume import EditableVolume
+
+    overlay = EditableVolume.from_kzip(ann, open_dataset(root).layer("segmentation"))
+    assert overlay.read((1, 1, 1), (10, 90, 90), (11, 91, 101))[0, 0].tolist() == [4242] * 11
+
+
+def test_paint_at_mag2_writes_mag1_blocks(seg_viewer):
+    viewer, widget, qtbot, _root, _seg = seg_viewer
+    session = widget.session
+    session.labels.locked_data_level = 1  # napari shows (and we edit) mag 2
+    qtbot.wait(50)
+    session.relocate()
+    assert session.level == 1 and session.window_box[0] == 1
+    assert tuple(session.window.scale) == (40.0, 20.0, 20.0)
+    widget.tool.value = "Paint"
+    widget.active_id.value = 31337
+    widget.radius.value = 0.5  # one mag-2 voxel
+    click(viewer, qtbot, 40, 40)
+    edited = mag1(widget)
+    vol = session.volume
+    z2, y2, x2 = np.argwhere(vol.read((2, 2, 2), *vol.extent((2, 2, 2))) == 31337)[0]
+    assert (y2, x2) == (20, 20)
+    block = edited[2 * z2:2 * z2 + 2, 40:42, 40:42]
+    assert (block == 31337).all() and (edited == 31337).sum() == 8  # exactly the 2x2x2 mag-1 block
+
+
+def test_window_follows_the_view_keeps_edits_and_shows_the_cursor(seg_viewer):
+    import time
+
+    viewer, widget, qtbot, _root, _seg = seg_viewer
+    session = widget.session
+    viewer.scene.camera.zoom = 8.0  # ~11 voxels across: the window covers only part of the data
+    qtbot.wait(20)
+    session.relocate()
+    assert session.window_box[2][2] - session.window_box[1][2] < 128, (session.view_box(), viewer.canvas.size, viewer.scene.camera.zoom, session._wanted_window())
+    widget.tool.value = "Paint"
+    widget.active_id.value = 1234
+    click(viewer, qtbot, 64, 64)
+    box = session.window_box
+    # pan by one field of view: the window moves (timed), and the edit is still there
+    w = canvas(viewer).width() / viewer.scene.camera.zoom
+    t = time.perf_counter()
+    viewer.scene.camera.center = (10 * SCALE[0], 64 * SCALE[1], 64 * SCALE[2] + w)
+    qtbot.wait(10)
+    session.relocate()
+    elapsed = time.perf_counter() - t
+    assert session.window_box != box and elapsed < 1.0, elapsed
+    viewer.scene.camera.center = (10 * SCALE[0], 64 * SCALE[1], 64 * SCALE[2])
+    viewer.dims.set_point(0, 12 * SCALE[0])
+    qtbot.wait(10)
+    session.relocate()
+    viewer.dims.set_point(0, 10 * SCALE[0])
+    qtbot.wait(10)
+    session.relocate()
+    start = np.array(session.window_box[1])
+    assert session.window.data[tuple(np.array([10, 64, 64]) - start)] == 1234
+    # the cursor: segment and object under the mouse
+    qtbot.mouseMove(canvas(viewer), pixel_of(viewer, 64, 64))
+    qtbot.wait(20)
+    assert "segment 1234" in widget.cursor.value
+    # borders only and opacity reach both layers
+    widget.borders.value = True
+    widget.opacity.value = 0.3
+    assert session.labels.contour == 1 and session.window.contour == 1
+    assert session.window.opacity == pytest.approx(0.3) and session.labels.opacity == pytest.approx(0.3)
+
+
+def test_merge_tracing_merges_supervoxels_under_nodes(seg_viewer):
+    viewer, widget, qtbot, _root, seg = seg_viewer
+    session = widget.session
+    tracing = session.tracing
+    widget.merge_tracing.value = True
+    widget.tool.value = "Off"
+    a, b = int(seg[10, 40, 40]), int(seg[10, 40, 56])
+    for y, x in ((40, 40), (40, 56)):
+        click(viewer, qtbot, y, x)  # right-click places nodes (tracing owns the mouse)
+    assert tracing.skel.num_nodes == 2, tracing.skel.positions()
+    tree = tracing.skel.tree_of(1)
+    obj = session._tree_objects[tree]
+    assert set(session.segments.objects[obj].supervoxels) == {a, b}, widget.status.value
+
+
+def test_agglomerate_mapping_on_the_fly(seg_viewer):
+    from .test_agglomerate import write_zarr_group
+
+    _viewer, widget, qtbot, root, seg = seg_viewer
+    n = int(seg.max())
+    seg_to_agg = np.zeros(n + 1, np.uint64)
+    seg_to_agg[1:] = 1 + (np.arange(1, n + 1) % 3)  # three agglomerates
+    members = [np.flatnonzero(seg_to_agg == g).astype(np.uint64) for g in range(4)]
+    offsets = np.concatenate([[0], np.cumsum([len(m) for m in members])]).astype(np.uint64)
+    arrays = {"segment_to_agglomerate": seg_to_agg, "agglomerate_to_segments_offsets": offsets,
+              "agglomerate_to_segments": np.concatenate(members).astype(np.uint64),
+              "agglomerate_to_positions": np.zeros((int(offsets[-1]), 3), np.int32),
+              "agglomerate_to_edges_offsets": np.zeros(5, np.uint64),
+              "agglomerate_to_edges": np.zeros((0, 2), np.uint64),
+              "agglomerate_to_affinities": np.zeros(0, np.float32)}
+    write_zarr_group(root / "segmentation" / "agglomerates" / "three", arrays)
+    widget._find_agglomerates()
+    assert "three" in widget.agglomerate.choices
+    widget.agglomerate.value = "three"
+    qtbot.wait(30)
+    session = widget.session
+    window = session.window
+    start = np.array(session.window_box[1])
+    shown = np.asarray(window.data)[10 - start[0]]
+    expected = seg_to_agg[seg[10, start[1]:start[1] + shown.shape[0], start[2]:start[2] + shown.shape[1]]]
+    np.testing.assert_array_equal(shown, expected)
+    level0 = np.asarray(session.labels.data[0][10, 0:16, 0:16])
+    np.testing.assert_array_equal(level0, seg_to_agg[seg[10, 0:16, 0:16]])
+    widget.agglomerate.value = "(none)"
+    np.testing.assert_array_equal(np.asarray(session.labels.data[0][10, 0:16, 0:16]), seg[10, 0:16, 0:16])
+
+
+def test_annotation_edits_open_as_overlays_and_apply_to_the_dataset(seg_viewer, tmp_path):
+    viewer, widget, qtbot, root, _seg = seg_viewer
+    session = widget.session
+    widget.tool.value = "Paint"
+    widget.active_id.value = 5150
+    widget.radius.value = 2
+    click(viewer, qtbot, 70, 70)
+    painted = mag1(widget)
+    assert painted[10, 70, 70] == 5150
+    widget.target.value = TARGETS[0]
+    widget.save()
+    kzip = session.tracing.save(str(tmp_path / "edits.k.zip"))
+    widget.target.value = TARGETS[2]
+    volzip = widget.save(str(tmp_path / "volume.zip"))
+    # a fresh viewer: the dataset, then each annotation; the edits appear as overlays
+    for path, kind in ((kzip, "segmentation edits"), (volzip, "segmentation")):
+        v2 = viewer.__class__(show=False)
+        try:
+            v2.open(str(root), plugin="napari-knossos")
+            v2.open(path, plugin="napari-knossos")
+            overlay = next(l for l in v2.layers if l.metadata.get("napari_knossos_role") == "segmentation overlay")
+            level0 = overlay.data[0] if overlay.multiscale else overlay.data
+            start = np.array(overlay.metadata["napari_knossos"]["volume"].extent((1, 1, 1))[0])
+            assert int(np.asarray(level0[tuple(np.array([10, 70, 70]) - start)])) == 5150
+            w2 = SegmentationWidget(v2)
+            w2.layer_choice.value = "segmentation"
+            s2 = w2.start()
+            assert not overlay.visible and "applied" in w2.status.value
+            vol = s2.volume
+            np.testing.assert_array_equal(vol.read((1, 1, 1), *vol.extent((1, 1, 1))), painted)
+        finally:
+            v2.close()
