@@ -107,3 +107,25 @@ def test_area_from_view_and_drawn_rectangle(area_setup):
     np.testing.assert_allclose(box.top_left, (40, 30, 17), atol=1)
     np.testing.assert_allclose(box.size, (80, 60, 6), atol=1)
     assert drawing not in viewer.layers
+
+
+def test_area_from_an_nml_is_shown(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    from napari_knossos.annotation.nml import write_nml
+    from napari_knossos.annotation.skeleton import BoundingBox, Skeleton
+
+    monkeypatch.setenv("NAPARI_KNOSSOS_DATA_DIR", str(tmp_path / "data"))
+    skel = Skeleton()
+    skel.parameters.scale = (10.0, 10.0, 25.0)
+    skel.parameters.movement_area = BoundingBox((10, 20, 5), (30, 40, 10))
+    tree = skel.add_tree()
+    skel.add_node((15, 25, 6), tree.id)
+    write_nml(skel, tmp_path / "area.nml", dialect="knossos")
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(np.full((40, 200, 200), 200, np.uint8), scale=SCALE, units="nm", name="em")
+    viewer.open(str(tmp_path / "area.nml"), plugin="napari-knossos")
+    area = MovementAreaWidget(viewer)
+    assert (area.min_x.value, area.min_y.value, area.min_z.value) == (10, 20, 5)
+    assert (area.size_x.value, area.size_y.value, area.size_z.value) == (30, 40, 10)
+    viewer.dims.set_point(0, 8 * SCALE[0])
+    qtbot.wait(20)
+    assert len(area.overlay.layer.data) == 5  # four dark bands and the outline

@@ -181,6 +181,12 @@ def test_merge_objects_merged_view_and_annotation(seg_viewer, tmp_path):
     assert set(session.segments.objects[obj].supervoxels) == {a, b}, widget.status.value
     session.undo()
     assert set(session.segments.objects[obj].supervoxels) == {a, b, c}
+    # jump to the object: its position is where it was made (voxel x 40, y 40, z 10)
+    viewer.scene.camera.center = (0.0, 0.0, 0.0)
+    widget._show_object()
+    assert "3 supervoxels" in widget.object_label.value
+    widget.jump_to_object()
+    np.testing.assert_allclose(viewer.scene.camera.center[-2:], [40 * SCALE[1], 40 * SCALE[2]])
     # merged view: the window shows one id for the whole object
     widget.merged_view.value = True
     qtbot.wait(50)
@@ -346,3 +352,50 @@ def test_annotation_edits_open_as_overlays_and_apply_to_the_dataset(seg_viewer, 
             np.testing.assert_array_equal(vol.read((1, 1, 1), *vol.extent((1, 1, 1))), painted)
         finally:
             v2.close()
+
+
+def test_undo_redo_interleaved_paint_and_merge(seg_viewer):
+    viewer, widget, qtbot, _root, seg = seg_viewer
+    session = widget.session
+    a, b = int(seg[10, 40, 40]), int(seg[10, 40, 56])
+    widget.tool.value = "Merge"
+    click(viewer, qtbot, 40, 40)  # object of a
+    obj = session.selected_object
+    widget.tool.value = "Paint"
+    widget.active_id.value = 4321
+    drag(viewer, qtbot, [(90, 30 + 3 * i) for i in range(6)])  # one stroke, several stabs
+    widget.tool.value = "Merge"
+    click(viewer, qtbot, 40, 56)  # b into the object
+    assert set(session.segments.objects[obj].supervoxels) == {a, b}
+    session.undo()  # the merge
+    assert set(session.segments.objects[obj].supervoxels) == {a} and mag1(widget)[10, 90, 35] == 4321
+    session.undo()  # the whole stroke
+    assert (mag1(widget)[10, 90] == seg[10, 90]).all()
+    session.undo()  # the new object
+    assert obj not in session.segments.objects
+    session.redo()
+    session.redo()
+    assert mag1(widget)[10, 90, 35] == 4321 and obj in session.segments.objects
+
+
+def test_new_empty_segmentation_painted_and_saved_as_volume_zips(seg_viewer, tmp_path):
+    from napari_knossos.formats.volume_zip import read_volume_zip
+
+    viewer, widget, qtbot, _root, _seg = seg_viewer
+    session = widget.new_segmentation()
+    assert session.labels.name == "new segmentation" and session.volume.layer is None
+    widget.tool.value = "Paint"
+    widget.active_id.value = 77
+    click(viewer, qtbot, 30, 30)
+    vol = session.volume
+    painted = vol.read((1, 1, 1), *vol.extent((1, 1, 1)))
+    assert painted[10, 30, 30] == 77 and set(np.unique(painted)) == {0, 77}
+    widget.target.value = TARGETS[1]
+    assert widget.save() is None and "annotation" in widget.status.value  # no dataset to write into
+    for target, name in ((TARGETS[2], "zarr3.zip"), (TARGETS[3], "wkw.zip")):
+        widget.target.value = target
+        out = widget.save(str(tmp_path / name))
+        data = read_volume_zip(out).volume()
+        assert data.format == ("wkw" if "WKW" in target else "zarr3")
+        stored = sum(int((np.asarray(b) == 77).sum()) for b in data.buckets[(1, 1, 1)].values())
+        assert stored == int((painted == 77).sum())

@@ -152,6 +152,10 @@ class SegmentationSession:
         self.window_box: tuple | None = None  # (mag index, start zyx, stop zyx) mag-local
         self._installed = False
         self._relocating = False
+        self._history: list[str] = []  # which store each undoable edit went to, oldest first
+        self._future: list[str] = []
+        self._replaying = False
+        self._in_stroke = self._stroke_recorded = False
         self.volume.subscribe(self._on_volume_change)
         self.segments.subscribe(self._on_segments_change)
         if tracing is not None:
@@ -312,6 +316,8 @@ class SegmentationSession:
 
     def _on_volume_change(self, change) -> None:
         """Refresh the part of the window an edit (or undo) touched."""
+        if change.reason == "edit":
+            self._record("volume")
         if self.window is None or self.window_box is None:
             return
         level, start, stop = self.window_box
@@ -346,6 +352,7 @@ class SegmentationSession:
         self.relocate(force=True)
 
     def _on_segments_change(self, change=None) -> None:
+        self._record("segments")
         if self.merged_view:
             self._apply_mapping()
 
@@ -429,20 +436,35 @@ class SegmentationSession:
         self.active_id = max(self.segments.next_id(), self.volume.largest_id + 1)
         return self.active_id
 
+    def _record(self, store: str) -> None:
+        """A new paint/fill ('volume') or object ('segments') edit: it is the next to undo."""
+        if self._replaying or (self._in_stroke and self._history[-1:] == ["volume"] and self._stroke_recorded):
+            return  # a drag's stabs are one undo step of the volume
+        self._stroke_recorded = self._in_stroke
+        self._history.append(store)
+        self._future.clear()
+
     def undo(self) -> None:
-        """Undo the last segmentation edit (paint, fill) or object edit (merge, unmerge), newest first."""
-        vol_serial = getattr(self, "_last_volume_serial", 0)
-        seg_serial = getattr(self, "_last_segment_serial", 0)
-        if self.volume.can_undo and (vol_serial >= seg_serial or not self.segments.can_undo):
-            self.volume.undo()
-        elif self.segments.can_undo:
-            self.segments.undo()
+        """Undo the newest edit, whether a paint/fill or a merge/unmerge."""
+        self._step(self._history, self._future, "undo")
 
     def redo(self) -> None:
-        if self.volume.can_redo:
-            self.volume.redo()
-        elif self.segments.can_redo:
-            self.segments.redo()
+        self._step(self._future, self._history, "redo")
+
+    def _step(self, source: list, target: list, what: str) -> None:
+        while source:
+            store = source.pop()
+            model = self.volume if store == "volume" else self.segments
+            if not getattr(model, f"can_{what}"):
+                continue  # that history was trimmed
+            self._replaying = True
+            try:
+                getattr(model, what)()
+            finally:
+                self._replaying = False
+            target.append(store)
+            return
+        self.status(f"nothing to {what}")
 
     # -- merge tracing ------------------------------------------------------------------------------
     def _on_tracing_change(self, change) -> None:
@@ -488,14 +510,18 @@ class SegmentationSession:
         if self.tool != "paint":
             return
         erase = "shift" in mods
-        with self.volume.stroke():  # one drag, one undo step
-            self.paint_at(event.position, erase=erase)
-            event.handled = True  # napari must not zoom on this right-drag
-            yield
-            while event.type == "mouse_move":
+        self._in_stroke, self._stroke_recorded = True, False
+        try:
+            with self.volume.stroke():  # one drag, one undo step
                 self.paint_at(event.position, erase=erase)
-                event.handled = True
+                event.handled = True  # napari must not zoom on this right-drag
                 yield
+                while event.type == "mouse_move":
+                    self.paint_at(event.position, erase=erase)
+                    event.handled = True
+                    yield
+        finally:
+            self._in_stroke = False
 
     def _on_mouse_wheel(self, viewer, event):
         if self.tool != "paint":
@@ -513,6 +539,7 @@ class SegmentationSession:
         sv = self.segment_at(event.position)
         obj = self.segments.object_under_cursor(sv) if sv else None
         self.cursor_text = f"segment {sv}" + (f", object {obj}" if obj is not None else "")
+        self.viewer.help = self.cursor_text  # the right-hand side of napari's status bar
         for callback in self._status[1:]:
             callback(self.cursor_text)
 

@@ -25,7 +25,7 @@ from .movement_area import session_for
 __all__ = ["SegmentationWidget"]
 
 TOOLS = {"Off": None, "Paint": "paint", "Fill": "fill", "Merge": "merge"}
-TARGETS = ["annotation (.k.zip)", "dataset (in place)", "webKnossos volume zip"]
+TARGETS = ["annotation (.k.zip)", "dataset (in place)", "webKnossos volume zip", "webKnossos volume zip (WKW)"]
 
 
 class SegmentationWidget(Container):
@@ -36,6 +36,7 @@ class SegmentationWidget(Container):
         self.session: SegmentationSession | None = None
         self.layer_choice = ComboBox(label="segmentation", choices=self._layer_names)
         self.start_button = PushButton(text="Edit this layer")
+        self.new_button = PushButton(text="New empty segmentation")
         self.tool = RadioButtons(label="tool", choices=list(TOOLS), value="Off", orientation="horizontal")
         self.active_id = SpinBox(label="paint id", min=0, max=2**53, value=1)
         self.new_id_button = PushButton(text="New id")
@@ -64,12 +65,13 @@ class SegmentationWidget(Container):
         self.cursor = Label(value="")
         self.status = Label(value="")
         super().__init__(widgets=[
-            self.layer_choice, self.start_button, self.tool, self.active_id, self.new_id_button, self.radius,
+            self.layer_choice, self.start_button, self.new_button, self.tool, self.active_id, self.new_id_button, self.radius,
             self.radius_unit, self.shape, self.brush_3d, self.overpaint, self.erase_selected, self.fill_3d,
             self.merged_view, self.borders, self.opacity, self.merge_tracing, self.agglomerate, self.object_label,
             self.lock, self.todo, self.comment, self.category, self.jump_button, self.undo_button, self.redo_button,
             self.target, self.save_button, self.cursor, self.status])
         self.start_button.changed.connect(lambda *_: self.start())
+        self.new_button.changed.connect(lambda *_: self.new_segmentation())
         self.tool.changed.connect(self._on_tool)
         self.active_id.changed.connect(lambda v: self.session and setattr(self.session, "active_id", int(v)))
         self.new_id_button.changed.connect(self.new_id)
@@ -153,6 +155,29 @@ class SegmentationWidget(Container):
             return volume, layer
         return None, None
 
+    def new_segmentation(self, name: str = "new segmentation") -> SegmentationSession | None:
+        """An empty uint64 segmentation over the dataset's extent and mags, to paint from scratch
+        (saved into the annotation or a volume zip; it has no dataset to write into)."""
+        from ..annotation.volume import EditableVolume
+        from ..layer_data import METADATA_KEY
+        from ..segmentation_layers import overlay_layer_data
+
+        model = next((layer.metadata[METADATA_KEY]["model"] for layer in self.viewer.layers
+                      if isinstance(layer.metadata.get(METADATA_KEY), dict)
+                      and layer.metadata[METADATA_KEY].get("model") is not None), None)
+        if model is None or model.size is None:
+            self.status.value = "open a dataset first: the new segmentation takes its extent and mags"
+            return None
+        mags = [tuple(int(f) for f in m.factor) for m in model.mags]
+        volume = EditableVolume(None, shape_zyx=tuple(model.size)[::-1], offset_xyz=tuple(model.offset),
+                                mags=mags, voxel_size=tuple(model.voxel_size), dtype=np.uint64)
+        data, kwargs, _ = overlay_layer_data(volume, name, source="")
+        kwargs["metadata"]["napari_knossos_role"] = "new segmentation"
+        self.viewer.add_labels(data, **kwargs)
+        self.layer_choice.reset_choices()
+        self.layer_choice.value = name
+        return self.start()
+
     def _show_status(self, message: str) -> None:
         self.status.value = message
 
@@ -202,7 +227,7 @@ class SegmentationWidget(Container):
         from ..formats.agglomerate import agglomerate_files
 
         try:
-            files = agglomerate_files(self.session.model)
+            files = agglomerate_files(self.session.model) if self.session.model is not None else {}
         except (OSError, ValueError, KeyError) as error:  # a listing problem must not stop editing
             files = {}
             self._show_status(f"agglomerate files not listed: {error}")
@@ -268,7 +293,7 @@ class SegmentationWidget(Container):
         try:
             if target == TARGETS[1]:
                 return s.save_to_dataset()
-            if target == TARGETS[2]:
+            if target in (TARGETS[2], TARGETS[3]):
                 if path is None:
                     from qtpy.QtWidgets import QFileDialog
 
@@ -278,7 +303,7 @@ class SegmentationWidget(Container):
                 from ..annotation.nml import write_nml
 
                 n = s.volume.save_to_volume_zip(path, write_nml(s.tracing.skel, dialect="webknossos"),
-                                                name=s.labels.name)
+                                                fmt="wkw" if target == TARGETS[3] else "zarr3", name=s.labels.name)
                 self._show_status(f"{n} buckets written to {Path(path).name}")
                 return path
             n = s.store_in_annotation()
@@ -288,6 +313,6 @@ class SegmentationWidget(Container):
         except ReadOnlyDatasetError as error:
             self._show_status(f"{error} — choose 'annotation (.k.zip)' to keep the edits")
             return None
-        except OSError as error:
+        except (OSError, ValueError) as error:
             self._show_status(f"not saved: {error}")
             return None
