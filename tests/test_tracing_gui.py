@@ -371,3 +371,39 @@ def test_3d_view_picks_along_the_ray_and_does_not_place(traced):
     # a real right-click in 3-D places nothing and says why
     click(viewer, qtbot, 150, 30)
     assert skel.num_nodes == 2 and "2-D" in widget.status_label.text()
+
+
+def test_meshes_follow_tree_merges_deletes_and_undo(traced):
+    from napari_knossos.annotation.ply import Mesh
+
+    viewer, widget, qtbot = traced
+    session, ed = widget.session, widget.session.editor
+    widget.mode_combo.setCurrentText(Mode.TRACING_ADVANCED.value)
+    click(viewer, qtbot, 50, 50)
+    key(viewer, qtbot, Qt.Key.Key_C)
+    click(viewer, qtbot, 120, 120)
+    t1, t2 = sorted(session.skel.trees)
+    cube = Mesh(np.array([[0, 0, 0], [100, 0, 0], [0, 100, 0], [0, 0, 100]], np.float32),
+                np.array([[0, 1, 2], [0, 1, 3], [0, 2, 3], [1, 2, 3]]))
+    ed.set_mesh(t1, cube)
+    ed.set_mesh(t2, Mesh(cube.vertices + 500, cube.faces))
+    assert set(session.mesh_layers()) == {t1, t2}
+    ed.set_tree_attrs(t2, color=(0.0, 1.0, 0.0, 1.0))  # a tree's colour is its mesh's colour
+    np.testing.assert_allclose(session.mesh_layers()[t2].vertex_colors[0], [0, 1, 0, 1])
+    widget.mesh_opacity.setValue(0.3)
+    assert all(layer.opacity == pytest.approx(0.3) for layer in session.mesh_layers().values())
+    # merging the trees merges their meshes; undo splits them again
+    ed.merge_trees([t1, t2])
+    layers = session.mesh_layers()
+    assert set(layers) == {t1} and len(layers[t1].data[0]) == 8 and len(layers[t1].data[1]) == 8
+    ed.undo()
+    assert set(session.mesh_layers()) == {t1, t2} and len(session.mesh_layers()[t1].data[0]) == 4
+    # jump to a mesh: the view centres on it (nm)
+    ed.set_active_tree(t2)
+    assert session.jump_to_mesh()
+    np.testing.assert_allclose(viewer.scene.camera.center[-2:], [550, 550])
+    # deleting a tree removes its mesh; undo brings it back
+    ed.delete_trees([t2])
+    assert set(session.mesh_layers()) == {t1}
+    ed.undo()
+    assert set(session.mesh_layers()) == {t1, t2}

@@ -54,7 +54,7 @@ def annotation_layer_data(ann: Annotation, voxel_size_xyz=None, name: str = "ann
         tree = ann.skeleton.trees.get(tree_id)
         label = tree.name if tree is not None and tree.name else f"tree {tree_id}"
         layers.append(mesh_layer_data(mesh, vs, f"{name} mesh {label}", colors.get(tree_id),
-                                      {**meta, "napari_knossos_tree_id": tree_id}))
+                                      {**meta, "napari_knossos_tree_id": tree_id, "napari_knossos_mesh": mesh}))
     return layers
 
 

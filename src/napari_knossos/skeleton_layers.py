@@ -341,7 +341,7 @@ class SkeletonSync:
             self._redraw_new()
         elif kind == "nodes_moved" and self._prefix_unchanged():
             self._redraw_moved(np.asarray(change.node_ids, np.int64))
-        elif kind in ("selection", "active", "mode", "parameters", "groups_changed"):
+        elif kind in ("selection", "active", "mode", "parameters", "groups_changed", "meshes"):
             pass
         else:
             self.refresh()

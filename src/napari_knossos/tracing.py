@@ -115,6 +115,9 @@ class TracingSession:
         self.scale_zyx = np.asarray(points.scale[-3:], np.float64)
         self.voxel_size_xyz = tuple(self.scale_zyx[::-1])
         self.editor = SkeletonEditor(self.skel, Mode.TRACING_ADVANCED if self.skel.num_nodes and len(self.skel.trees) > 1 else Mode.TRACING)
+        self.editor.meshes = self.annotation.meshes  # merged and deleted with their trees, undoably
+        self.mesh_opacity: float | None = None
+        self.editor.subscribe(self._on_change_meshes)
         old = points.metadata.get(SYNC_KEY)
         if old is not None:
             old.disconnect()
@@ -137,6 +140,69 @@ class TracingSession:
             for key, (name, _) in KEYS.items():
                 func = self.action(name)
                 self._bind(layer, key, lambda _target, func=func: func())
+
+    # -- meshes ---------------------------------------------------------------------------
+    def mesh_layers(self) -> dict[int, object]:
+        """Surface layers of this annotation's meshes, by tree id."""
+        return {layer.metadata["napari_knossos_tree_id"]: layer for layer in self.viewer.layers
+                if type(layer).__name__ == "Surface" and layer.metadata.get(ANNOTATION_KEY) is self.annotation
+                and "napari_knossos_tree_id" in layer.metadata}
+
+    def _on_change_meshes(self, change) -> None:
+        if change.kind in ("meshes", "trees_changed", "full"):
+            self.sync_meshes()
+
+    def sync_meshes(self) -> None:
+        """Make the Surface layers match the annotation's meshes (after merges, deletions, undo)."""
+        from .annotation_layers import mesh_layer_data
+        from .skeleton_layers import tree_colors
+
+        meshes = self.annotation.meshes
+        layers = self.mesh_layers()
+        colors = tree_colors(self.skel)
+        for tree_id, layer in list(layers.items()):
+            if layer.metadata.get("napari_knossos_mesh") is not meshes.get(tree_id):
+                self.viewer.layers.remove(layer)  # gone or changed: a changed one is added anew
+                del layers[tree_id]
+        for tree_id, layer in layers.items():  # the tree's colour changed: recolour its mesh
+            color = colors.get(tree_id)
+            if color is not None and not np.allclose(layer.vertex_colors[:1], color):
+                layer.vertex_colors = np.tile(np.asarray(color, np.float32), (len(layer.data[0]), 1))
+        for tree_id, mesh in meshes.items():
+            if tree_id in layers:
+                continue
+            tree = self.skel.trees.get(tree_id)
+            label = tree.name if tree is not None and tree.name else f"tree {tree_id}"
+            data, kwargs, _ = mesh_layer_data(
+                mesh, self.voxel_size_xyz, f"{self.points.name.removesuffix(' nodes')} mesh {label}",
+                colors.get(tree_id), {ANNOTATION_KEY: self.annotation, "napari_knossos_tree_id": tree_id,
+                                      "napari_knossos_mesh": mesh})
+            if self.mesh_opacity is not None:
+                kwargs["opacity"] = self.mesh_opacity
+            active = self.viewer.layers.selection.active
+            self.viewer.add_surface(data, **kwargs)
+            if active is not None:
+                self.viewer.layers.selection.active = active
+
+    def set_mesh_opacity(self, opacity: float) -> None:
+        self.mesh_opacity = float(opacity)
+        for layer in self.mesh_layers().values():
+            layer.opacity = self.mesh_opacity
+
+    def jump_to_mesh(self, tree_id: int | None = None) -> bool:
+        """Centre the view on the middle of a tree's mesh (the active tree's by default)."""
+        tree_id = self.editor.active_tree if tree_id is None else tree_id
+        mesh = self.annotation.meshes.get(tree_id)
+        if mesh is None or not len(mesh.vertices):
+            self.status(f"tree {tree_id} has no mesh")
+            return False
+        world = ((mesh.vertices.min(axis=0) + mesh.vertices.max(axis=0)) / 2)[::-1].astype(np.float64)  # nm z y x
+        dims = self.viewer.dims
+        offset = dims.ndim - 3
+        for axis in range(3):
+            dims.set_point(offset + axis, float(world[axis]))
+        self.viewer.scene.camera.center = tuple(world.tolist())
+        return True
 
     # -- status ---------------------------------------------------------------------------
     def status(self, message: str) -> None:

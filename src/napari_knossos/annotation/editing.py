@@ -245,6 +245,40 @@ class _SetParameter(_Op):
         skel._touch()
 
 
+class _SetMeshes(_Op):
+    """Replace the meshes of some trees in the editor's ``meshes`` dict (None: no mesh)."""
+
+    __slots__ = ("meshes", "new", "old")
+
+    def __init__(self, meshes: dict, new: dict):
+        self.meshes, self.new = meshes, dict(new)
+        self.old = {t: meshes.get(t) for t in new}
+
+    def _put(self, values: dict) -> None:
+        for tree_id, mesh in values.items():
+            if mesh is None:
+                self.meshes.pop(tree_id, None)
+            else:
+                self.meshes[tree_id] = mesh
+
+    def apply(self, skel):
+        self._put(self.new)
+
+    def revert(self, skel):
+        self._put(self.old)
+
+
+def merged_mesh(meshes: list):
+    """One mesh from several (vertices and faces concatenated; normals/colours kept when all have them)."""
+    from .ply import Mesh
+
+    offsets = np.cumsum([0] + [len(m.vertices) for m in meshes[:-1]])
+    normals = None if any(m.normals is None for m in meshes) else np.concatenate([m.normals for m in meshes])
+    colors = None if any(m.colors is None for m in meshes) else np.concatenate([m.colors for m in meshes])
+    return Mesh(np.concatenate([m.vertices for m in meshes]),
+                np.concatenate([m.faces + o for m, o in zip(meshes, offsets)]), normals, colors)
+
+
 class _DictEdit(_Op):
     """Set or remove keys of ``skel.comments`` (``prop=None``) or of one node property dict;
     entries ``(key, old, old_index, new)``, ``_MISSING`` for absent. Key order is restored."""
@@ -447,6 +481,7 @@ class SkeletonEditor:
         self._radius_locking = False
         self.default_radius = 1.5
         self.linking = True
+        self.meshes: dict | None = None  # tree id → Mesh (a .k.zip's): merged and deleted with their trees
         self._skip_next_link = False
         self.mark_first_node = False
         self.max_undo = max_undo
@@ -1362,6 +1397,8 @@ class SkeletonEditor:
             if len(nodes):
                 self._do(_DeleteNodes(skel, nodes))
             self._do(self._remove_trees_op(ids))
+            if self.meshes is not None and any(t in self.meshes for t in ids):
+                self._do(_SetMeshes(self.meshes, {t: None for t in ids if t in self.meshes}))
             if self._synapse[1] in ids:
                 self._synapse = _IDLE
             if active_tree in ids or active_tree is None:
@@ -1373,6 +1410,16 @@ class SkeletonEditor:
             elif active is not None and not skel.has_node(active):
                 skel.parameters.active_node = None
             self._changed("full", nodes, ids)
+
+    def set_mesh(self, tree_id: int, mesh) -> None:
+        """Give a tree a mesh (``None`` removes it); KNOSSOS keeps one mesh per tree. Undoable."""
+        self._check_editable()
+        self._tree(tree_id)
+        if self.meshes is None:
+            self.meshes = {}
+        with self._step("Set mesh" if mesh is not None else "Remove mesh"):
+            self._do(_SetMeshes(self.meshes, {int(tree_id): mesh}))
+            self._changed("meshes", (), (int(tree_id),))
 
     def merge_trees(self, tree_ids) -> int:
         """Move the nodes of all trees into the first one and remove the others; returns the
@@ -1401,6 +1448,9 @@ class SkeletonEditor:
                 old = skel.nodes["tree"][rows].copy()
                 self._do(_SetNodeColumns(moving, {"tree": (old, np.full(len(rows), keep_id, old.dtype))}))
             self._do(self._remove_trees_op(others, changed={keep_id: keep}))
+            if self.meshes is not None and any(t in self.meshes for t in ids):  # merging trees merges meshes
+                parts = [self.meshes[t] for t in ids if t in self.meshes]
+                self._do(_SetMeshes(self.meshes, {keep_id: merged_mesh(parts), **{t: None for t in others}}))
             if self._synapse[1] in others:
                 self._synapse = _IDLE
             self._active_tree = keep_id

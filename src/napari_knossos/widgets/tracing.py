@@ -253,6 +253,18 @@ class TracingWidget(QWidget):
         self.colormap.addItems(["viridis", "magma", "plasma", "turbo", "gray"])
         for combo in (self.size_by, self.color_by, self.colormap):
             combo.activated.connect(lambda _i: self.apply_style())
+        self.mesh_opacity = QDoubleSpinBox()
+        self.mesh_opacity.setRange(0.0, 1.0)
+        self.mesh_opacity.setSingleStep(0.1)
+        self.mesh_opacity.setValue(0.6)
+        self.mesh_opacity.valueChanged.connect(lambda v: self.session and self.session.set_mesh_opacity(v))
+        jump_mesh = QPushButton("Jump to the active tree's mesh")
+        jump_mesh.clicked.connect(lambda: self.session and self.session.jump_to_mesh())
+        remove_mesh = QPushButton("Remove the active tree's mesh")
+        remove_mesh.clicked.connect(self.remove_mesh)
+        form.addRow("Mesh opacity", self.mesh_opacity)
+        form.addRow(jump_mesh)
+        form.addRow(remove_mesh)
         form.addRow("Node size by", self.size_by)
         form.addRow("Node colour by", self.color_by)
         form.addRow("Colormap", self.colormap)
@@ -549,6 +561,16 @@ class TracingWidget(QWidget):
             self._show_status(str(refused))
             return
         self._refresh_property_choices()
+
+    def remove_mesh(self) -> None:
+        s = self.session
+        if s is None or s.editor.active_tree not in s.annotation.meshes:
+            self._show_status("the active tree has no mesh")
+            return
+        try:
+            s.editor.set_mesh(s.editor.active_tree, None)
+        except EditRefused as refused:
+            self._show_status(str(refused))
 
     def _numeric_properties(self) -> list[str]:
         out = []
