@@ -80,14 +80,17 @@ def test_incremental_updates_match_a_full_redraw(skel):
         editor.place_node((20 + i, 30, 6))
     new_points, new_vectors = sync.new_points, sync.new_vectors
     assert sync.pending == 5 and len(points.data) == 3 and new_points in added
-    assert new_points.features["node_id"].tolist() == [4, 5, 6, 7, 8]
-    assert new_points.features["tree_id"].tolist() == [1] * 5
-    np.testing.assert_array_equal(new_points.data[-1], [6, 30, 24])
-    np.testing.assert_allclose(new_points.face_color, np.tile(points.face_color[0], (5, 1)))
-    assert len(new_vectors.data) == 5  # 2-4, 4-5, …, 7-8
+    # the new layers hold spare slots: hidden points, zero-length vectors
+    assert new_points.shown.tolist() == [True] * 5 + [False] * (len(new_points.data) - 5)
+    assert new_points.features["node_id"].tolist()[:6] == [4, 5, 6, 7, 8, -1]
+    assert new_points.features["tree_id"].tolist()[:5] == [1] * 5
+    np.testing.assert_array_equal(new_points.data[4], [6, 30, 24])
+    np.testing.assert_allclose(new_points.face_color[:5], np.tile(points.face_color[0], (5, 1)))
+    lengths = np.abs(new_vectors.data[:, 1]).sum(axis=1)
+    assert (lengths[:5] > 0).all() and (lengths[5:] == 0).all()  # 2-4, 4-5, …, 7-8
     np.testing.assert_array_equal(new_vectors.data[0], [[6, 22, 12], [0, 8, 8]])
     # the active node is ringed red, the others not
-    np.testing.assert_allclose(new_points.border_color[-1], [1.0, 0.1, 0.1, 1.0])
+    np.testing.assert_allclose(new_points.border_color[4], [1.0, 0.1, 0.1, 1.0])
     np.testing.assert_allclose(new_points.border_color[0], new_points.face_color[0])
     # moving a main node moves its edges; undo of a placement shrinks the new layer
     editor.move_nodes({1: (11, 21, 5)})
@@ -95,11 +98,11 @@ def test_incremental_updates_match_a_full_redraw(skel):
     np.testing.assert_array_equal(vectors.data[0, 0], [5, 21, 11])
     editor.undo()  # the move
     editor.undo()  # the last placement
-    assert sync.pending == 4 and len(new_vectors.data) == 4
+    assert sync.pending == 4 and new_points.shown.sum() == 4 and (np.abs(new_vectors.data[:, 1]).sum(axis=1) > 0).sum() == 4
     # flush folds everything into the main layers: same as a fresh layer build
     sync.flush()
     fresh_points, fresh_vectors = make_layers(skel)
-    assert sync.pending == 0 and len(new_vectors.data) == 0
+    assert sync.pending == 0 and not new_points.shown.any() and not np.abs(new_vectors.data[:, 1]).any()
     np.testing.assert_array_equal(points.data, fresh_points.data)
     np.testing.assert_array_equal(vectors.data, fresh_vectors.data)
     assert points.features["node_id"].tolist() == fresh_points.features["node_id"].tolist()
@@ -118,5 +121,5 @@ def test_new_layer_survives_being_emptied_and_refilled(skel):
     editor.undo()  # the new layer is empty again
     editor.place_node((2, 2, 7))
     editor.place_node((3, 3, 7))
-    assert sync.new_points.features["node_id"].tolist() == [4, 5]
-    assert sync.new_points.features["comment"].tolist() == ["", ""]
+    assert sync.new_points.features["node_id"].tolist()[:3] == [4, 5, -1]
+    assert sync.new_points.features["comment"].tolist()[:2] == ["", ""]

@@ -220,6 +220,8 @@ class SkeletonSync:
         self.on_refused = on_refused or (lambda message: None)
         self.new_points = self.new_vectors = None
         self._main_marks = None
+        self._n_new = 0
+        self._new_face = np.empty((0, 4), np.float32)
         self.size_property: str | None = None
         self.color_property: str | None = None
         self.colormap = "viridis"
@@ -245,7 +247,7 @@ class SkeletonSync:
     @property
     def pending(self) -> int:
         """Nodes drawn in the "(new)" layer, waiting for :meth:`flush`."""
-        return 0 if self.new_points is None else len(self.new_points.data)
+        return self._n_new
 
     def _connect(self, layer) -> None:
         def handler(event, layer=layer):
@@ -371,78 +373,99 @@ class SkeletonSync:
         self.add_layer(self.new_points)
         self._connect(self.new_points)
 
+    def _anchor(self) -> np.ndarray:
+        """Where unused slots sit: on a real node, so they never widen the layer's extent."""
+        skel = self.skel
+        row = self.main_rows if skel.num_nodes > self.main_rows else skel.num_nodes - 1
+        if row < 0:
+            return np.zeros(3)
+        return np.array([skel.nodes["z"][row], skel.nodes["y"][row], skel.nodes["x"][row]], np.float64)
+
+    def _grow_slots(self, n_nodes: int, n_edges: int) -> None:
+        """Give the "(new)" layers room for ``n_nodes`` points and ``n_edges`` vectors (doubling):
+        the only time they get new data arrays (and napari its data events)."""
+        points, vectors = self.new_points, self.new_vectors
+        anchor = self._anchor()
+        if n_nodes > len(points.data) or not len(points.data):
+            cap = max(64, 2 * len(points.data), n_nodes)
+            data = np.tile(anchor, (cap, 1))
+            features = pd.DataFrame({"node_id": np.full(cap, -1, np.int64), "tree_id": np.full(cap, -1, np.int64),
+                                     "radius": np.full(cap, DEFAULT_RADIUS_VOXELS),
+                                     "comment": np.full(cap, "", dtype=object)})
+            points.data = data
+            points.features = features
+            points.shown = np.zeros(cap, bool)
+        if n_edges > len(vectors.data) or not len(vectors.data):
+            cap = max(64, 2 * len(vectors.data), n_edges)
+            vec = np.zeros((cap, 2, 3))
+            vec[:, 0] = anchor
+            vectors.data = vec
+
     def _redraw_new(self) -> None:
-        """Draw model rows past ``main_rows`` and edges past ``main_edges`` in the "(new)" layers."""
+        """Draw model rows past ``main_rows`` and edges past ``main_edges`` in the "(new)" layers.
+
+        The layers hold spare *slots* (hidden points, zero-length vectors on a real node): a new
+        node or edge is written into a slot in place and the layer refreshed, which costs napari a
+        redraw but no data event (each data event makes napari recompute the viewer's dims, ~4 ms
+        per layer per event at 100k nodes).
+        """
         skel, n0, m0 = self.skel, self.main_rows, self.main_edges
         n_new, m_new = skel.num_nodes - n0, skel.num_edges - m0
         if n_new > self.flush_at:
             self.refresh()
             return
         self._ensure_new_layers()
-        sl = slice(n0, None)
-        pos = np.stack([skel.nodes["z"][sl], skel.nodes["y"][sl], skel.nodes["x"][sl]], axis=1)
-        colors = tree_colors(skel)
-        trees = skel.nodes["tree"][sl]
-        face = np.array([colors.get(int(t), _palette([t])[0]) for t in trees], np.float32).reshape(-1, 4)
-        radius = _radius_voxels(skel, self.voxel_size_xyz, sl)
-        ids = skel.nodes["id"][sl]
-        if m_new:
-            e = skel.edges[m0:]
-            ends = np.concatenate([e[:, 0], e[:, 1]])
-            rows = skel.rows(ends)
-            p = np.stack([skel.nodes["z"][rows], skel.nodes["y"][rows], skel.nodes["x"][rows]], axis=1)
-            a, b = p[:m_new], p[m_new:]
-            vec = np.stack([a, b - a], axis=1)
-            tree_a = skel.nodes["tree"][rows[:m_new]]
-            vcolor = np.array([colors.get(int(t), _palette([t])[0]) for t in tree_a], np.float32).reshape(-1, 4)
-        else:
-            vec, vcolor = np.empty((0, 2, 3)), None
-        size = np.maximum(2 * radius, 2.0)
-        if n_new and (self.size_property or self.color_property):
-            size, face = self._styled(sl, size, face)
         with self._blocked():
-            appended = self._append_one(pos, ids, trees, radius, size, face)
-            if not appended:
-                self.new_points.data = pos
-                self.new_points.features = pd.DataFrame({
-                    "node_id": ids.copy(), "tree_id": trees.copy(), "radius": radius,
-                    "comment": np.array([skel.comments.get(int(i), "") for i in ids], dtype=object)})
-            if n_new and not appended:
-                self.new_points.size = size
-                self.new_points.face_color = face
-                shown = _visible_mask(skel, sl)
-                if not shown.all() or not self.new_points.shown.all():
-                    self.new_points.shown = shown
-            if m_new or len(self.new_vectors.data):
-                self.new_vectors.data = vec
+            self._grow_slots(n_new, m_new)
+            points, vectors = self.new_points, self.new_vectors
+            cap = len(points.data)
+            sl = slice(n0, None)
+            colors = tree_colors(skel)
+            trees = skel.nodes["tree"][sl]
+            ids = skel.nodes["id"][sl]
+            face = np.array([colors.get(int(t), _palette([t])[0]) for t in trees], np.float32).reshape(-1, 4)
+            radius = _radius_voxels(skel, self.voxel_size_xyz, sl)
+            size = np.maximum(2 * radius, 2.0)
+            if n_new and (self.size_property or self.color_property):
+                size, face = self._styled(sl, size, face)
+            data = points.data  # the layer's own array: written in place
+            data[:n_new] = np.stack([skel.nodes["z"][sl], skel.nodes["y"][sl], skel.nodes["x"][sl]], axis=1)
+            data[n_new:] = self._anchor()
+            features = points.features  # napari's own table: its columns are replaced in place
+            node_id, tree_id = np.full(cap, -1, np.int64), np.full(cap, -1, np.int64)
+            node_id[:n_new], tree_id[:n_new] = ids, trees
+            radius_col = np.full(cap, DEFAULT_RADIUS_VOXELS)
+            radius_col[:n_new] = radius
+            comments = np.full(cap, "", dtype=object)
+            comments[:n_new] = [skel.comments.get(int(i), "") for i in ids]
+            features["node_id"], features["tree_id"] = node_id, tree_id
+            features["radius"], features["comment"] = radius_col, comments
+            all_size = np.full(cap, 2 * DEFAULT_RADIUS_VOXELS)
+            all_size[:n_new] = size
+            all_face = np.tile(np.array([0.5, 0.5, 0.5, 1.0], np.float32), (cap, 1))  # hidden slots
+            all_face[:n_new] = face
+            shown = np.zeros(cap, bool)
+            shown[:n_new] = _visible_mask(skel, sl)
+            self._new_face = all_face
+            points.size = all_size
+            points.face_color = all_face
+            points.shown = shown  # also refreshes the slice, picking up the in-place data
+            self._n_new = n_new
+            vec = vectors.data
+            vec[:, 0] = self._anchor()
+            vec[:, 1] = 0.0
             if m_new:
-                self.new_vectors.edge_color = vcolor
-
-    def _append_one(self, pos, ids, trees, radius, size, face) -> bool:
-        """The usual tracing step: the "(new)" layer shows all but the last row already. Append
-        that one point with its look set up front (napari's current size/colours and feature
-        defaults), so napari redraws the layer once instead of once per property. Undo of a
-        placement drops the last point the same way."""
-        layer = self.new_points
-        k = len(layer.data)
-        if len(layer.selected_data) or not layer.shown.all():
-            return False
-        if len(pos) == k - 1 and k > 1:  # undo of a placement: drop the last point
-            if np.array_equal(layer.data[: k - 1], pos) and int(layer.features["node_id"].iloc[k - 2]) == int(ids[-1]):
-                layer.data = pos
-                return True
-            return False
-        if len(pos) != k + 1:
-            return False
-        if k and (not np.array_equal(layer.data, pos[:k]) or int(layer.features["node_id"].iloc[-1]) != int(ids[k - 1])):
-            return False
-        layer.feature_defaults = {"node_id": int(ids[-1]), "tree_id": int(trees[-1]), "radius": float(radius[-1]),
-                                  "comment": self.skel.comments.get(int(ids[-1]), "")}
-        layer.current_size = float(size[-1])
-        layer.current_face_color = face[-1]
-        layer.current_border_color = face[-1]
-        layer.data = pos
-        return True
+                e = skel.edges[m0:]
+                rows = skel.rows(np.concatenate([e[:, 0], e[:, 1]]))
+                p = np.stack([skel.nodes["z"][rows], skel.nodes["y"][rows], skel.nodes["x"][rows]], axis=1)
+                a, b = p[:m_new], p[m_new:]
+                vec[:m_new, 0] = a
+                vec[:m_new, 1] = b - a
+                tree_a = skel.nodes["tree"][rows[:m_new]]
+                vcolor = np.tile(np.array([0.5, 0.5, 0.5, 1.0], np.float32), (len(vec), 1))  # zero-length slots
+                vcolor[:m_new] = np.array([colors.get(int(t), _palette([t])[0]) for t in tree_a], np.float32)
+                vectors.edge_color = vcolor
+            vectors.refresh()  # re-slice: the in-place data changed
 
     def _redraw_moved(self, node_ids: np.ndarray) -> None:
         """Move points and the vectors of their edges (main rows in place, new rows redrawn)."""
@@ -499,8 +522,9 @@ class SkeletonSync:
                 border[rows[in_main]] = colors[in_main]
                 self.points.border_color = border
                 self._main_marks = main_key
-            if self.pending:
-                border = np.array(self.new_points.face_color, np.float32)
+            if self.new_points is not None and len(self.new_points.data):
+                border = self._new_face.copy() if len(self._new_face) == len(self.new_points.data) else \
+                    np.array(self.new_points.face_color, np.float32)
                 border[rows[~in_main] - self.main_rows] = colors[~in_main]
                 self.new_points.border_color = border
 
@@ -550,7 +574,7 @@ class SkeletonSync:
 
     def flush(self) -> None:
         """Fold the "(new)" layers into the main ones (one full redraw)."""
-        if self.pending or (self.new_vectors is not None and len(self.new_vectors.data)):
+        if self.pending or (self.new_points is not None and self.skel.num_edges > self.main_edges):
             self.refresh()
 
     def refresh(self) -> None:
@@ -569,8 +593,7 @@ class SkeletonSync:
             self.vectors.data = vdata
             if len(vdata):
                 self.vectors.edge_color = vkw["edge_color"]
-            if self.new_points is not None:
-                self.new_points.data = np.empty((0, 3))
-                self.new_vectors.data = np.empty((0, 2, 3))
         self._remember_main()
+        if self.new_points is not None:
+            self._redraw_new()  # all slots hidden again
         self._main_marks = None
