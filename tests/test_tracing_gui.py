@@ -408,3 +408,27 @@ def test_meshes_follow_tree_merges_deletes_and_undo(traced):
     assert set(session.mesh_layers()) == {t1}
     ed.undo()
     assert set(session.mesh_layers()) == {t1, t2}
+
+
+def test_skeleton_depth_shows_and_picks_nearby_slices(traced):
+    viewer, widget, qtbot = traced
+    ed = widget.session.editor
+    assert widget.depth.value() == 2 and widget.session.depth == 2
+    click(viewer, qtbot, 60, 60)
+    click(viewer, qtbot, 90, 60)
+    viewer.dims.set_point(0, 22 * SCALE[0])  # two slices away: still drawn and clickable
+    qtbot.wait(20)
+
+    def seen(y, x):
+        shot = viewer.screenshot(canvas_only=True, flash=False)
+        p = pixel_of(viewer, y, x)
+        sx = shot.shape[1] / canvas(viewer).width()
+        return shot[int(p.y() * sx) - 2 : int(p.y() * sx) + 3, int(p.x() * sx) - 2 : int(p.x() * sx) + 3, :3].max()
+
+    assert seen(60, 60) > 100
+    click(viewer, qtbot, 60, 60, Qt.MouseButton.LeftButton)
+    assert ed.active_node == 1
+    assert viewer.layers["em"].projection_mode == "none"  # the image still shows its exact slice
+    widget.depth.setValue(0)
+    qtbot.wait(20)
+    assert seen(60, 60) < 30

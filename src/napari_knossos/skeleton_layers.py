@@ -368,6 +368,8 @@ class SkeletonSync:
                               "radius": np.empty(0), "comment": np.empty(0, object)})
         self.new_points = Points(np.empty((0, 3)), features=empty, **pkw)
         self.new_vectors = Vectors(np.empty((0, 2, 3)), **vkw)
+        self.new_points.projection_mode = self.points.projection_mode  # the main layers' depth display
+        self.new_vectors.projection_mode = self.vectors.projection_mode
         self.new_points.metadata[SYNC_KEY] = self.new_vectors.metadata[SYNC_KEY] = self
         self.add_layer(self.new_vectors)
         self.add_layer(self.new_points)

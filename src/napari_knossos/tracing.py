@@ -126,6 +126,7 @@ class TracingSession:
         self.table_navigator = None  # set by the widget: object with next_node(d) / next_tree(d)
         self.activity_callbacks: list[Callable[[], None]] = []
         self.mouse_enabled = True  # off while a segmentation tool owns the mouse
+        self.depth = 0  # slices either side of the current one in which nodes show and are clickable
         self._bound: list = []
         self._traversal: tuple[int, np.ndarray] | None = None
         points.metadata[SESSION_KEY] = self
@@ -140,6 +141,26 @@ class TracingSession:
             for key, (name, _) in KEYS.items():
                 func = self.action(name)
                 self._bind(layer, key, lambda _target, func=func: func())
+
+    # -- display depth ----------------------------------------------------------------------
+    def set_skeleton_depth(self, slices: int) -> None:
+        """Show nodes and edges up to ``slices`` slices either side of the current one (KNOSSOS
+        draws the skeleton near the plane): napari's thick slice along the axis you look along,
+        projected for the skeleton layers only (image and labels layers are set to show their
+        exact slice). 0: the current slice only; nodes in the band can be clicked."""
+        self.depth = max(int(slices), 0)
+        dims = self.viewer.dims
+        hidden = [a for a in range(dims.ndim) if a not in dims.displayed]
+        thickness = list(dims.thickness)
+        for axis in hidden[-1:]:
+            thickness[axis] = (2 * self.depth + 1) * float(self.scale_zyx[axis - (dims.ndim - 3)]) if self.depth else 1.0
+        for layer in self.viewer.layers:
+            if type(layer).__name__ in ("Image", "Labels") and getattr(layer, "projection_mode", "none") != "none":
+                layer.projection_mode = "none"
+        for layer in (self.points, self.vectors, self.sync.new_points, self.sync.new_vectors):
+            if layer is not None:
+                layer.projection_mode = "all" if self.depth else "none"
+        dims.thickness = tuple(thickness)
 
     # -- meshes ---------------------------------------------------------------------------
     def mesh_layers(self) -> dict[int, object]:
@@ -260,7 +281,7 @@ class TracingSession:
         hidden = [a for a in range(3) if a not in displayed]
         in_slice = np.ones(skel.num_nodes, bool)
         for a in hidden:
-            in_slice &= np.abs(pos_nm[:, a] - click[a]) <= 0.5 * self.scale_zyx[a]
+            in_slice &= np.abs(pos_nm[:, a] - click[a]) <= (0.5 + self.depth) * self.scale_zyx[a]
         if not in_slice.any():
             return None
         cand = np.flatnonzero(in_slice)

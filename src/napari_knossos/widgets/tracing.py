@@ -47,6 +47,7 @@ from .tables import SkeletonTablesWidget
 __all__ = ["TracingWidget", "cheat_sheet_html", "user_data_dir"]
 
 FLUSH_DELAY_MS = 1500  # fold the "(new)" layers into the main ones after this pause
+DEFAULT_DEPTH = 2  # slices either side of the current one in which the skeleton shows
 
 MOUSE = [
     ("right-click", "place a node (linked to the active node per mode)", "right-click"),
@@ -295,6 +296,12 @@ class TracingWidget(QWidget):
         form.addRow(self.locking)
         form.addRow("locking word", self.locking_word)
         form.addRow("locking radius (voxels)", self.locking_radius)
+        self.depth = QSpinBox()
+        self.depth.setRange(0, 100)
+        self.depth.setValue(DEFAULT_DEPTH)
+        self.depth.setToolTip("nodes and edges this many slices above and below the current one are shown (and clickable)")
+        self.depth.valueChanged.connect(lambda v: self.session and self.session.set_skeleton_depth(v))
+        form.addRow("skeleton depth (slices each side)", self.depth)
         self.autosave_on = QCheckBox("autosave")
         self.autosave_on.setChecked(True)
         self.autosave_minutes = QSpinBox()
@@ -316,6 +323,7 @@ class TracingWidget(QWidget):
         session.install()
         session.activity_callbacks.append(lambda: self.timer and self.timer.activity())
         session.editor.linking = self.linking.isChecked()
+        session.set_skeleton_depth(self.depth.value())
         self.timer = WorkTimer.from_skeleton(session.skel)
         session.editor.subscribe(self._on_change)
         self.tables = SkeletonTablesWidget(session.editor)
