@@ -133,7 +133,7 @@ def test_mapping_a_large_view_is_fast(tmp_path):
     out = agg.map(view)
     elapsed = time.perf_counter() - t
     np.testing.assert_array_equal(out, arrays["segment_to_agglomerate"][view.astype(np.int64)])
-    assert elapsed < 0.5, f"mapping 1024² ids took {elapsed:.3f} s"
+    assert elapsed < 2.0, f"mapping 1024² ids took {elapsed:.3f} s"  # ~35 ms idle
 
 
 def test_bad_files_are_named(tmp_path, truth):

@@ -441,8 +441,8 @@ def test_performance_100k_supervoxels_in_10k_objects():
         keys, _ = segs.lookup()
         lookup_times.append(time.perf_counter() - t)
     assert keys.size == 100_000
-    assert np.median(merge_times) < 0.005, f"merge median {np.median(merge_times) * 1e3:.2f} ms"
-    assert min(lookup_times) < 0.05, f"lookup rebuild {min(lookup_times) * 1e3:.1f} ms"
+    assert np.median(merge_times) < 0.02, f"merge median {np.median(merge_times) * 1e3:.2f} ms"
+    assert min(lookup_times) < 0.2, f"lookup rebuild {min(lookup_times) * 1e3:.1f} ms"
 
 
 def test_annotation_objects_list_is_the_exchange_format():
