@@ -11,6 +11,8 @@ __all__ = ["main", "open_viewer"]
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="napari-knossos",
+        epilog="Headless commands (no napari, no Qt): napari-knossos info|convert|downsample|mesh|nml-stats "
+        "... ; see napari-knossos COMMAND --help.",
         description="Open KNOSSOS, webKnossos or Zarr datasets (paths or http(s) URLs) in napari; "
         "with no path, the bundled synthetic neuropil sample.",
     )
@@ -73,6 +75,12 @@ def _go_to_edit_position(viewer) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and not argv[0].startswith("-"):
+        from . import cli  # headless subcommands (info, convert, ...): no napari or Qt import
+
+        if argv[0] in cli.command_names():
+            return cli.main(argv)
     args = _parser().parse_args(argv)
     import napari
 

@@ -35,6 +35,7 @@ __all__ = [
     "downsample_mean",
     "downsample_mode",
     "encode_cube",
+    "k_toml_layer_table",
     "k_toml_text",
     "legacy_conf_text",
     "pyramid",
@@ -294,6 +295,38 @@ class KnossosLayerSpec:
     extra_toml: dict[str, str] = field(default_factory=dict)  # raw TOML values, e.g. {"DataType": '"uint64"'}
 
 
+def k_toml_layer_table(
+    name: str,
+    ext: str,
+    extent_xyz: Sequence[int],
+    cube_shape_xyz: Sequence[int],
+    voxel_sizes_nm: Sequence[Sequence[float]],
+    *,
+    description: str = "",
+    server_format: str | None = "knossos",
+    color: str | None = None,
+    visible: bool | None = None,
+    extra_toml: dict[str, str] | None = None,
+) -> str:
+    """One ``[[Layer]]`` table of a ``.k.toml`` (knossos-datasets.md §4); ``name`` is the experiment
+    name of its cube files, ``voxel_sizes_nm`` has one ``(x, y, z)`` per mag folder 1, 2, 4, ..."""
+    _check_name(name)
+    lines = ["[[Layer]]", f"Name = {_toml_string(name)}", f"Description = {_toml_string(description)}"]
+    if server_format:
+        lines.append(f"ServerFormat = {_toml_string(server_format)}")
+    lines.append(f"FileExtension = [{_toml_string(ext)}]")
+    lines.append("Extent_px = [" + ", ".join(str(int(v)) for v in extent_xyz) + "]")
+    lines.append("CubeShape_px = [" + ", ".join(str(int(v)) for v in cube_shape_xyz) + "]")
+    sizes = ", ".join("[" + ", ".join(_number(v) for v in vs) + "]" for vs in voxel_sizes_nm)
+    lines.append(f"VoxelSize_nm = [{sizes}]")
+    if color is not None:
+        lines.append(f"Color = {_toml_string(color)}")
+    if visible is not None:
+        lines.append(f"Visible = {'true' if visible else 'false'}")
+    lines += [f"{key} = {value}" for key, value in (extra_toml or {}).items()]
+    return "\n".join(lines) + "\n"
+
+
 def k_toml_text(
     experiment: str,
     extent_xyz: Sequence[int],
@@ -309,22 +342,12 @@ def k_toml_text(
     per mag. With ``server_format="knossos"`` KNOSSOS reads power-of-two mag folders.
     """
     _check_name(experiment)
-    blocks = []
-    for layer in layers:
-        lines = ["[[Layer]]", f"Name = {_toml_string(experiment)}", f"Description = {_toml_string(layer.description)}"]
-        if server_format:
-            lines.append(f"ServerFormat = {_toml_string(server_format)}")
-        lines.append(f"FileExtension = [{_toml_string(layer.ext)}]")
-        lines.append("Extent_px = [" + ", ".join(str(int(v)) for v in extent_xyz) + "]")
-        lines.append("CubeShape_px = [" + ", ".join(str(int(v)) for v in cube_shape_xyz) + "]")
-        sizes = ", ".join("[" + ", ".join(_number(v) for v in vs) + "]" for vs in voxel_sizes_nm)
-        lines.append(f"VoxelSize_nm = [{sizes}]")
-        if layer.color is not None:
-            lines.append(f"Color = {_toml_string(layer.color)}")
-        if layer.visible is not None:
-            lines.append(f"Visible = {'true' if layer.visible else 'false'}")
-        lines += [f"{key} = {value}" for key, value in layer.extra_toml.items()]
-        blocks.append("\n".join(lines) + "\n")
+    blocks = [
+        k_toml_layer_table(experiment, layer.ext, extent_xyz, cube_shape_xyz, voxel_sizes_nm,
+                           description=layer.description, server_format=server_format, color=layer.color,
+                           visible=layer.visible, extra_toml=layer.extra_toml)
+        for layer in layers
+    ]
     return "\n".join(blocks)
 
 

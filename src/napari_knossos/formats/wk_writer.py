@@ -28,7 +28,9 @@ __all__ = [
     "array_metadata",
     "element_class",
     "layer_group_text",
+    "layer_properties",
     "mag_name",
+    "properties_json",
     "properties_text",
     "write_webknossos_dataset",
     "write_zarr3_mag",
@@ -157,43 +159,70 @@ def _segment_id_json(value: int):
     return value if value <= MAX_SAFE_JSON_INT else {"customJsonEncoding": "bigint", "value": str(value)}
 
 
+def layer_properties(
+    name: str,
+    category: str,
+    dtype,
+    num_channels: int,
+    top_left_xyz: Sequence[int],
+    size_xyz: Sequence[int],
+    mags: Sequence,
+    *,
+    data_format: str = "zarr3",
+    largest_segment_id: int | None = None,
+    cube_length: int | None = None,
+) -> dict:
+    """One ``dataLayers`` entry of ``datasource-properties.json`` (key order as webknossos writes it).
+
+    ``mags`` are ints or ``(x, y, z)``, stored at ``./<name>/<mag name>``; ``cube_length`` (WKW file
+    edge in voxels) is written for ``data_format="wkw"``.
+    """
+    x, y, z = (int(v) for v in size_xyz)
+    entries = []
+    for m in sorted(mags, key=_mag_tuple):
+        entry = {"mag": list(_mag_tuple(m)), "path": f"./{name}/{mag_name(m)}"}
+        if data_format == "wkw" and cube_length is not None:
+            entry["cubeLength"] = int(cube_length)
+        entry["axisOrder"] = {"c": 0, "x": 1, "y": 2, "z": 3}
+        entries.append(entry)
+    layer = {
+        "name": name,
+        "category": category,
+        "boundingBox": {"topLeft": [int(v) for v in top_left_xyz], "width": x, "height": y, "depth": z},
+        "dataFormat": data_format,
+        "mags": entries,
+    }
+    if category == "segmentation":
+        layer["largestSegmentId"] = None if largest_segment_id is None else _segment_id_json(largest_segment_id)
+    layer["numChannels"] = int(num_channels)
+    layer["elementClass"] = element_class(dtype, num_channels)
+    return layer
+
+
 def _layer_properties(layer: WkLayerSpec) -> dict:
-    mags = sorted(layer.mags, key=lambda m: _mag_tuple(m))
     mag1 = _as_czyx(layer.mags[_find_mag1(layer)])
     channels, z, y, x = mag1.shape
-    entry = {
-        "name": layer.name,
-        "category": layer.category,
-        "boundingBox": {"topLeft": [0, 0, 0], "width": x, "height": y, "depth": z},
-        "dataFormat": "zarr3",
-        "mags": [
-            {
-                "mag": list(_mag_tuple(m)),
-                "path": f"./{layer.name}/{mag_name(m)}",
-                "axisOrder": {"c": 0, "x": 1, "y": 2, "z": 3},
-            }
-            for m in mags
-        ],
+    largest = layer.largest_segment_id
+    if layer.category == "segmentation" and largest is None:
+        largest = int(mag1.max()) if mag1.size else 0
+    return layer_properties(layer.name, layer.category, mag1.dtype, channels, (0, 0, 0), (x, y, z), list(layer.mags),
+                            largest_segment_id=largest)
+
+
+def properties_json(name: str, voxel_size_nm: Sequence[float], layer_entries: Sequence[dict]) -> str:
+    """``datasource-properties.json`` text from ``dataLayers`` entries (see :func:`layer_properties`)."""
+    props = {
+        "id": {"name": name, "team": ""},
+        "scale": {"factor": [float(v) for v in voxel_size_nm], "unit": "nanometer"},
+        "dataLayers": list(layer_entries),
+        "version": 1,
     }
-    if layer.category == "segmentation":
-        largest = layer.largest_segment_id
-        if largest is None:
-            largest = int(mag1.max()) if mag1.size else 0
-        entry["largestSegmentId"] = _segment_id_json(largest)
-    entry["numChannels"] = channels
-    entry["elementClass"] = element_class(mag1.dtype, channels)
-    return entry
+    return json.dumps(props, indent=4)
 
 
 def properties_text(name: str, voxel_size_nm: Sequence[float], layers: Sequence[WkLayerSpec]) -> str:
     """``datasource-properties.json`` text (key order and indentation as webknossos writes it)."""
-    props = {
-        "id": {"name": name, "team": ""},
-        "scale": {"factor": [float(v) for v in voxel_size_nm], "unit": "nanometer"},
-        "dataLayers": [_layer_properties(layer) for layer in layers],
-        "version": 1,
-    }
-    return json.dumps(props, indent=4)
+    return properties_json(name, voxel_size_nm, [_layer_properties(layer) for layer in layers])
 
 
 def _find_mag1(layer: WkLayerSpec):
