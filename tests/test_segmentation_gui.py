@@ -270,7 +270,9 @@ def test_window_follows_the_view_keeps_edits_and_shows_the_cursor(seg_viewer):
     widget.borders.value = True
     widget.opacity.value = 0.3
     assert session.labels.contour == 1 and session.window.contour == 1
-    assert session.window.opacity == pytest.approx(0.3) and session.labels.opacity == pytest.approx(0.3)
+    assert session.window.opacity == pytest.approx(0.3) and session.labels.opacity == 0.0  # no double colour
+    session.uninstall()
+    assert session.labels.opacity == pytest.approx(0.3)
 
 
 def test_merge_tracing_merges_supervoxels_under_nodes(seg_viewer):
@@ -399,3 +401,29 @@ def test_new_empty_segmentation_painted_and_saved_as_volume_zips(seg_viewer, tmp
         assert data.format == ("wkw" if "WKW" in target else "zarr3")
         stored = sum(int((np.asarray(b) == 77).sum()) for b in data.buckets[(1, 1, 1)].values())
         assert stored == int((painted == 77).sum())
+
+
+def test_mesh_the_selected_object_in_the_background_and_attach_it(seg_viewer, tmp_path):
+    viewer, widget, qtbot, _root, seg = seg_viewer
+    session = widget.session
+    widget.tool.value = "Merge"
+    a, b = int(seg[10, 40, 40]), int(seg[10, 40, 56])
+    click(viewer, qtbot, 40, 40)
+    click(viewer, qtbot, 40, 56)
+    worker = widget.mesh_selected()
+    with qtbot.waitSignal(worker.finished, timeout=30_000):
+        pass
+    qtbot.wait(20)
+    label, mesh = widget.last_mesh
+    assert label == f"object {session.selected_object}"
+    surface = widget.mesh_layer
+    assert surface in viewer.layers and len(surface.data[1]) == len(mesh.faces) > 100
+    # the mesh covers the two 16³ segments side by side: 32 x 16 x 16 voxels of 10 x 10 x 20 nm
+    lo, hi = mesh.vertices.min(axis=0), mesh.vertices.max(axis=0)
+    np.testing.assert_allclose(hi - lo, [32 * 10, 16 * 10, 16 * 20], rtol=0.12)
+    # attach to a tree: saved into the .k.zip as that tree's mesh
+    tracing = session.tracing
+    tracing.editor.place_node((40, 40, 10))
+    tree = widget.attach_mesh()
+    out = tracing.save(str(tmp_path / "meshed.k.zip"))
+    assert read_kzip(out).meshes[tree].faces.shape == mesh.faces.shape

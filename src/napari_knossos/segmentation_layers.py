@@ -290,7 +290,7 @@ class SegmentationSession:
             from napari.layers import Labels
 
             self.window = Labels(data, name=f"{self.labels.name} (editable)", scale=scale, translate=translate,
-                                 units=UNITS, axis_labels=AXIS_LABELS, opacity=self.labels.opacity,
+                                 units=UNITS, axis_labels=AXIS_LABELS, opacity=getattr(self, "_base_opacity", self.labels.opacity),
                                  metadata={ROLE: WINDOW_ROLE, "napari_knossos_session": self})
             self.window.colormap = self.labels.colormap
             self.window.editable = False  # our tools write to the volume, not napari's paint
@@ -561,6 +561,11 @@ class SegmentationSession:
         self.labels.events.set_data.connect(self._on_view_change)
         self._installed = True
         self.relocate(force=True)
+        # the window shows the same ids where nothing was edited: two translucent layers would
+        # double the colour, so the pyramid is drawn transparent (it still picks the level)
+        self._base_opacity = self.labels.opacity
+        self.window.opacity = self._base_opacity
+        self.labels.opacity = 0.0
 
     def _on_view_change(self, event=None) -> None:
         if self._relocating:
@@ -579,8 +584,37 @@ class SegmentationSession:
                 callbacks.remove(cb)
         self._installed = False
         self.labels.events.set_data.disconnect(self._on_view_change)
+        self.labels.opacity = getattr(self, "_base_opacity", self.labels.opacity)
         if self.tracing is not None:
             self.tracing.mouse_enabled = True
+
+    # -- meshes -----------------------------------------------------------------------------------
+    def mesh_ids(self) -> tuple[str, list[int]]:
+        """What "mesh" meshes: the selected object's supervoxels, else the paint id's segment."""
+        if self.selected_object is not None and self.selected_object in self.segments.objects:
+            return f"object {self.selected_object}", sorted(int(v) for v in self.segments.supervoxels_of(self.selected_object))
+        return f"segment {self.active_id}", [int(self.active_id)]
+
+    def compute_mesh(self, ids, mag=None, smooth_iterations: int = 10):
+        """Marching cubes of ``ids`` (edits included) at ``mag`` (default: the mag shown); pure
+        work, safe in a worker thread. Returns an :class:`~napari_knossos.annotation.ply.Mesh`."""
+        from .processing.mesh import segment_mesh
+
+        mag = self.volume.mags[self.level] if mag is None else mag
+        return segment_mesh(self.volume, ids, mag, smooth_iterations=smooth_iterations)
+
+    def add_mesh_layer(self, mesh, name: str):
+        """The mesh as a Surface layer on the dataset's grid (nm), to look at, save as PLY, or attach
+        to a tree (saved in the .k.zip)."""
+        from .annotation_layers import mesh_layer_data
+
+        data, kwargs, _ = mesh_layer_data(mesh, self.volume.voxel_size, f"{self.labels.name} {name}",
+                                          metadata={"napari_knossos_mesh": mesh, ROLE: "segment mesh"})
+        active = self.viewer.layers.selection.active
+        layer = self.viewer.add_surface(data, **kwargs)
+        if active is not None:
+            self.viewer.layers.selection.active = active
+        return layer
 
     # -- saving -----------------------------------------------------------------------------------
     def save_to_dataset(self) -> int:

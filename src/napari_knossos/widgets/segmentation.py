@@ -58,6 +58,8 @@ class SegmentationWidget(Container):
         self.comment = LineEdit(label="object comment")
         self.category = LineEdit(label="object category")
         self.jump_button = PushButton(text="Jump to object")
+        self.mesh_button = PushButton(text="Mesh selected object (or paint id)")
+        self.attach_mesh_button = PushButton(text="Attach last mesh to the active tree")
         self.undo_button = PushButton(text="Undo")
         self.redo_button = PushButton(text="Redo")
         self.target = ComboBox(label="save to", choices=TARGETS, value=TARGETS[0])
@@ -68,7 +70,8 @@ class SegmentationWidget(Container):
             self.layer_choice, self.start_button, self.new_button, self.tool, self.active_id, self.new_id_button, self.radius,
             self.radius_unit, self.shape, self.brush_3d, self.overpaint, self.erase_selected, self.fill_3d,
             self.merged_view, self.borders, self.opacity, self.merge_tracing, self.agglomerate, self.object_label,
-            self.lock, self.todo, self.comment, self.category, self.jump_button, self.undo_button, self.redo_button,
+            self.lock, self.todo, self.comment, self.category, self.jump_button, self.mesh_button,
+            self.attach_mesh_button, self.undo_button, self.redo_button,
             self.target, self.save_button, self.cursor, self.status])
         self.start_button.changed.connect(lambda *_: self.start())
         self.new_button.changed.connect(lambda *_: self.new_segmentation())
@@ -88,6 +91,9 @@ class SegmentationWidget(Container):
         self.comment.changed.connect(lambda text: self._object_edit("set_comment", text))
         self.category.changed.connect(lambda text: self._object_edit("set_category", text))
         self.jump_button.changed.connect(self.jump_to_object)
+        self.mesh_button.changed.connect(lambda *_: self.mesh_selected())
+        self.attach_mesh_button.changed.connect(lambda *_: self.attach_mesh())
+        self.last_mesh = None
         self.undo_button.changed.connect(lambda *_: self.session and self.session.undo())
         self.redo_button.changed.connect(lambda *_: self.session and self.session.redo())
         self.save_button.changed.connect(lambda *_: self.save())
@@ -215,12 +221,14 @@ class SegmentationWidget(Container):
                 layer.contour = 1 if on else 0
 
     def _on_opacity(self, value) -> None:
+        """The segmentation's opacity: the editable window's (the pyramid under it stays transparent
+        while editing, and gets this opacity back afterwards)."""
         s = self.session
         if s is None:
             return
-        for layer in (s.labels, s.window):
-            if layer is not None:
-                layer.opacity = float(value)
+        s._base_opacity = float(value)
+        if s.window is not None:
+            s.window.opacity = float(value)
 
     # -- agglomerates -----------------------------------------------------------------------------
     def _find_agglomerates(self) -> None:
@@ -282,6 +290,52 @@ class SegmentationWidget(Container):
         for axis in range(3):
             self.viewer.dims.set_point(offset + axis, float(world[axis]))
         self.viewer.scene.camera.center = tuple(world.tolist())
+
+    # -- meshes ------------------------------------------------------------------------------------
+    def mesh_selected(self, *, block: bool = False):
+        """Mesh the selected object (or the paint id's segment) at the mag shown, in a background
+        thread with napari's progress bar; the result becomes a Surface layer."""
+        from napari.qt.threading import create_worker
+        from napari.utils import progress
+
+        s = self.start()
+        if s is None:
+            return None
+        label, ids = s.mesh_ids()
+        bar = progress(total=0, desc=f"meshing {label}")
+        worker = create_worker(s.compute_mesh, ids)
+
+        def done(mesh):
+            bar.close()
+            self.last_mesh = (label, mesh)
+            self.mesh_layer = s.add_mesh_layer(mesh, label)
+            self._show_status(f"{label}: mesh of {len(mesh.faces)} triangles")
+
+        def failed(error):
+            bar.close()
+            self._show_status(f"{label}: no mesh ({error})")
+
+        worker.returned.connect(done)
+        worker.errored.connect(failed)
+        worker.start()
+        self.mesh_worker = worker
+        return worker
+
+    def attach_mesh(self) -> int | None:
+        """Give the active tree the last mesh (KNOSSOS keeps one mesh per tree; saved in the .k.zip)."""
+        s = self.session
+        if s is None or self.last_mesh is None:
+            self._show_status("make a mesh first")
+            return None
+        editor = s.tracing.editor
+        tree = editor.active_tree
+        if tree is None:
+            self._show_status("no active tree: trace or select one first")
+            return None
+        label, mesh = self.last_mesh
+        s._guard(editor.set_mesh, tree, mesh)
+        self._show_status(f"{label} is now the mesh of tree {tree}")
+        return tree
 
     # -- saving -----------------------------------------------------------------------------------
     def save(self, path: str | None = None) -> str | int | None:
