@@ -500,3 +500,41 @@ def test_downsample_knossos_toml_and_legacy_conf(tmp_path, data_dir, config):
     else:
         assert "VoxelSize_nm = [[10, 10, 25], [20, 20, 50], [40, 40, 100], [80, 80, 200]]" in (
             path / "tiny.k.toml").read_text()
+
+
+REFERENCE_OME_ZARR_PY = r"""
+import hashlib, json, sys
+import numpy as np
+from ome_zarr.io import parse_url
+from ome_zarr.reader import Reader
+out = {}
+nodes = list(Reader(parse_url(sys.argv[1]))())
+for node in nodes:
+    if not node.data:
+        continue  # a group without arrays (the labels container)
+    key = "labels" if "labels/" in str(node.zarr.path).replace("\\", "/") else "image"
+    out.setdefault(key, [])
+    out[key].append({"levels": [list(map(int, d.shape)) for d in node.data],
+                     "sha0": hashlib.sha256(np.ascontiguousarray(np.asarray(node.data[0])).tobytes()).hexdigest(),
+                     "axes": [a["name"] for a in node.metadata.get("axes", [])]})
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.reference
+def test_ome_zarr_py_reads_our_ome_zarr(tmp_path):
+    """napari-ome-zarr reads through ome-zarr-py (installed in the reference venv): it finds the
+    image pyramid and the labels with our shapes and voxels."""
+    import hashlib
+
+    dst = convert_dataset(SAMPLE, tmp_path / "sample.ome.zarr", progress=False)
+    got = run_reference(REFERENCE_OME_ZARR_PY, str(dst))
+    src = open_dataset(SAMPLE)
+    image, seg = src.layers
+    (img,) = [n for n in got["image"] if n["levels"][0] == list(np.asarray(image.mags[0].array).shape)]
+    assert img["levels"] == [list(m.array.shape) for m in image.mags]
+    assert img["axes"] == ["z", "y", "x"]
+    assert img["sha0"] == hashlib.sha256(np.ascontiguousarray(np.asarray(image.mags[0].array)).tobytes()).hexdigest()
+    (lab,) = got["labels"]
+    assert lab["levels"] == [list(m.array.shape) for m in seg.mags]
+    assert lab["sha0"] == hashlib.sha256(np.ascontiguousarray(np.asarray(seg.mags[0].array)).tobytes()).hexdigest()
