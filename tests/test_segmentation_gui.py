@@ -427,3 +427,17 @@ def test_mesh_the_selected_object_in_the_background_and_attach_it(seg_viewer, tm
     tree = widget.attach_mesh()
     out = tracing.save(str(tmp_path / "meshed.k.zip"))
     assert read_kzip(out).meshes[tree].faces.shape == mesh.faces.shape
+
+
+def test_switching_layers_keeps_unsaved_edits(seg_viewer):
+    viewer, widget, qtbot, _root, _seg = seg_viewer
+    widget.tool.value = "Paint"
+    widget.active_id.value = 2024
+    click(viewer, qtbot, 50, 50)
+    first = widget.session
+    assert mag1(widget)[10, 50, 50] == 2024
+    widget.new_segmentation()  # edit another layer for a while …
+    assert widget.session is not first
+    widget.layer_choice.value = "segmentation"  # … and come back: the paint is still there
+    widget.start()
+    assert widget.session.volume is first.volume and mag1(widget)[10, 50, 50] == 2024

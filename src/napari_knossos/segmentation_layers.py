@@ -128,10 +128,11 @@ class SegmentationSession:
         self.model = meta.get("model")  # formats.model.Layer (None for an overlay of edits alone)
         self.volume = volume or meta.get("volume") or EditableVolume(self.model)
         ann = getattr(tracing, "annotation", None)
-        if segments is None:  # the annotation's mergelist, if it has one
-            segments = SegmentObjects(getattr(ann, "objects", None) or (),
-                                      largest_segment_id=self._largest_segment_id())
+        if segments is None:  # kept from an earlier session on this layer, else the annotation's mergelist
+            segments = meta.get("segments") or SegmentObjects(getattr(ann, "objects", None) or (),
+                                                              largest_segment_id=self._largest_segment_id())
         self.segments = segments
+        meta["volume"], meta["segments"] = self.volume, self.segments  # edits outlive this session
         self._status = [status] if status else []
         self.scale_zyx = np.asarray(labels.scale, np.float64)[-3:]  # mag-1 voxel size (level 0)
         self.base_levels = list(labels.data) if labels.multiscale else [labels.data]
@@ -157,7 +158,7 @@ class SegmentationSession:
         self._replaying = False
         self._in_stroke = self._stroke_recorded = False
         self.volume.subscribe(self._on_volume_change)
-        self.segments.subscribe(self._on_segments_change)
+        self._unsubscribe_segments = self.segments.subscribe(self._on_segments_change)
         if tracing is not None:
             tracing.editor.subscribe(self._on_tracing_change)
 
@@ -182,13 +183,20 @@ class SegmentationSession:
     def factor_zyx(self, level: int | None = None) -> np.ndarray:
         return np.asarray(self.volume.mags[self.level if level is None else level], np.int64)[::-1]
 
+    def _mag1_float(self, world) -> np.ndarray:
+        """Global mag-1 voxel coordinates of a world position: level-0 data index i is global voxel
+        origin + i, drawn at ``translate + i * scale``."""
+        origin = np.asarray(self.volume.extent(self.volume.mags[0])[0], np.float64)
+        translate = np.asarray(self.labels.translate, np.float64)[-3:]
+        return (np.asarray(world, np.float64)[-3:] - translate) / self.scale_zyx + origin
+
     def voxel_of_world(self, world, level: int | None = None) -> np.ndarray:
         """Global mag-local voxel (z, y, x) of a world position (nm)."""
-        mag1 = np.asarray(world, np.float64)[-3:] / self.scale_zyx
+        mag1 = self._mag1_float(world)
         return np.floor(mag1 / self.factor_zyx(level) + 0.5 / self.factor_zyx(level)).astype(np.int64)
 
     def _mag1_voxel(self, world) -> np.ndarray:
-        return np.round(np.asarray(world, np.float64)[-3:] / self.scale_zyx).astype(np.int64)
+        return np.round(self._mag1_float(world)).astype(np.int64)
 
     def _hidden_axis(self) -> int:
         offset = self.viewer.dims.ndim - 3
@@ -285,7 +293,9 @@ class SegmentationSession:
             data = self._display_map(data)
         f = self.factor_zyx(level)
         scale = tuple((self.scale_zyx * f).tolist())
-        translate = tuple((np.asarray(start) * f * self.scale_zyx).tolist())
+        origin = np.asarray(self.volume.extent(self.volume.mags[0])[0], np.float64)
+        translate = tuple(((np.asarray(start) * f - origin) * self.scale_zyx
+                           + np.asarray(self.labels.translate, np.float64)[-3:]).tolist())
         if self.window is None:
             from napari.layers import Labels
 
@@ -496,8 +506,14 @@ class SegmentationSession:
 
         mods = _modifiers(event)
         if event.button == 3 or (event.button == 2 and self.tool == "fill"):  # middle-click fills (KNOSSOS)
-            if self.viewer.dims.ndisplay == 2:
-                self.fill_at(event.position)
+            if self.tool is None:
+                return  # middle-drag stays the tracing node move
+            world, start = tuple(event.position), np.asarray(event.pos, float)
+            yield
+            while event.type == "mouse_move":
+                yield
+            if np.linalg.norm(np.asarray(event.pos, float) - start) <= 3 and self.viewer.dims.ndisplay == 2:
+                self.fill_at(world)
             return
         if event.button != 2:
             return
@@ -585,6 +601,11 @@ class SegmentationSession:
         self._installed = False
         self.labels.events.set_data.disconnect(self._on_view_change)
         self.labels.opacity = getattr(self, "_base_opacity", self.labels.opacity)
+        self.volume.unsubscribe(self._on_volume_change)  # the volume and objects stay with the layer
+        if callable(self._unsubscribe_segments):
+            self._unsubscribe_segments()
+        if self.tracing is not None:
+            self.tracing.editor.unsubscribe(self._on_tracing_change)
         if self.tracing is not None:
             self.tracing.mouse_enabled = True
 

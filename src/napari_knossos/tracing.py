@@ -27,7 +27,7 @@ from .annotation.editing import EditRefused, Mode, SkeletonEditor
 from .annotation.kzip import Annotation
 from .annotation.skeleton import Skeleton
 from .annotation_layers import ANNOTATION_KEY
-from .skeleton_layers import SKELETON_KEY, SYNC_KEY, SkeletonSync, skeleton_layer_data
+from .skeleton_layers import SKELETON_KEY, SYNC_KEY, SkeletonSync, _radius_voxels, skeleton_layer_data
 
 __all__ = ["KEYS", "TracingSession", "find_skeleton_layers"]
 
@@ -265,7 +265,7 @@ class TracingSession:
         pos_nm = np.stack([skel.nodes["z"], skel.nodes["y"], skel.nodes["x"]], axis=1) * self.scale_zyx
         click = np.asarray(world, np.float64)[-3:]
         tol_nm = tolerance_px / max(float(self.viewer.scene.camera.zoom), 1e-12)
-        radius_nm = np.nan_to_num(skel.nodes["radius"].astype(np.float64), nan=1.5) * float(self.scale_zyx[-1])
+        radius_nm = _radius_voxels(skel, self.voxel_size_xyz) * float(self.scale_zyx[-1])  # webKnossos radii are nm
         if self.viewer.dims.ndisplay == 3 and view_direction is not None:
             d = np.asarray(view_direction, np.float64)[-3:]
             d = d / (np.linalg.norm(d) or 1.0)

@@ -141,9 +141,10 @@ class SegmentationWidget(Container):
         from ..annotation.volume import EditableVolume
         from ..layer_data import METADATA_KEY
 
-        model = labels.metadata[METADATA_KEY].get("model")
-        if model is None:
-            return None, None
+        meta0 = labels.metadata[METADATA_KEY]
+        model = meta0.get("model")
+        if model is None or meta0.get("volume") is not None:
+            return meta0.get("volume"), None  # an overlay itself, or already being edited: keep its edits
         for layer in self.viewer.layers:
             meta = layer.metadata.get(METADATA_KEY)
             if layer is labels or layer.metadata.get("napari_knossos_role") != "segmentation overlay":

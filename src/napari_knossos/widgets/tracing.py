@@ -439,7 +439,8 @@ class TracingWidget(QWidget):
         target = autosave.recovery_path(self._annotation_path(), user_data_dir())
         try:
             autosave.write_recovery(s.annotation, target)
-        except OSError as error:
+        except (OSError, ValueError) as error:
+            self.autosaver.mark_done()  # try again after the next interval, not every second
             self._show_status(f"autosave failed: {error}")
             return None
         self.autosaver.mark_done()
@@ -461,14 +462,22 @@ class TracingWidget(QWidget):
 
         if self.recovery is None or self.session is None:
             return
-        ann = read_kzip(self.recovery)
+        try:
+            ann = read_kzip(self.recovery)
+        except (OSError, ValueError) as error:
+            self._show_status(f"{self.recovery.name} not restored: {error}")
+            return
         ed = self.session.editor
+        current = self.session.annotation
         try:
             ed.replace_model(ann.skeleton)
         except EditRefused as refused:
             self._show_status(str(refused))
             return
-        self.session.annotation.meshes = ann.meshes or self.session.annotation.meshes
+        current.meshes.clear()  # the same dict the editor merges and deletes meshes in
+        current.meshes.update(ann.meshes)
+        current.objects, current.cubes = ann.objects, ann.cubes
+        self.session.sync_meshes()
         self.timer = WorkTimer.from_skeleton(self.session.skel)
         self.recovery_box.hide()
         self._show_status(f"restored {self.recovery.name}")
