@@ -410,6 +410,7 @@ def test_mesh_the_selected_object_in_the_background_and_attach_it(seg_viewer, tm
     a, b = int(seg[10, 40, 40]), int(seg[10, 40, 56])
     click(viewer, qtbot, 40, 40)
     click(viewer, qtbot, 40, 56)
+    assert set(session.segments.objects[session.selected_object].supervoxels) == {a, b}
     worker = widget.mesh_selected()
     with qtbot.waitSignal(worker.finished, timeout=30_000):
         pass
