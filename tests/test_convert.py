@@ -266,6 +266,8 @@ def test_errors_name_the_problem(tmp_path):
         convert_dataset(SAMPLE, tmp_path / "x", to="tiff", progress=False)
     with pytest.raises(ValueError, match="power-of-two"):
         convert_dataset(SAMPLE, tmp_path / "x", to="wkw", chunk=24, shard=96, progress=False)
+    with pytest.raises(ValueError, match="has no mag '3'"):  # one missing mag among existing ones
+        convert_dataset(SAMPLE, tmp_path / "x", mags=["1", "3"], progress=False)
     assert not (tmp_path / "x").exists() and not list(tmp_path.glob(".x.*"))  # nothing left behind
 
 

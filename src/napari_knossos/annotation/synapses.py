@@ -24,10 +24,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
-import uuid
 from dataclasses import dataclass, fields
-from pathlib import Path
 
 import numpy as np
 
@@ -236,15 +233,9 @@ def _cell(value) -> str:
 
 def _write_text_atomically(path, text: str) -> None:
     """Write ``text`` (UTF-8) to a temp file beside ``path``, then rename it over ``path``."""
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    from ..formats.knossos_writer import atomic_write_bytes
+
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def write_synapses_csv(skel: Skeleton, path, scale_xyz=None) -> None:

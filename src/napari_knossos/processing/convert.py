@@ -129,9 +129,10 @@ def _select_mags(layer: Layer, names: Sequence[str] | None) -> list[Mag]:
             factor = tuple(float(p) for p in parts) * (3 if len(parts) == 1 else 1)
         except ValueError:
             raise ValueError(f"mag {n!r}: expected a mag like 2 or 2-2-1") from None
-        wanted += [i for i, m in enumerate(mags) if m.name == key or tuple(m.factor) == factor]
-    if not wanted:
-        raise ValueError(f"layer {layer.name!r} has none of the mags {list(names)}; it has {[m.name for m in mags]}")
+        found = [i for i, m in enumerate(mags) if m.name == key or tuple(m.factor) == factor]
+        if not found:
+            raise ValueError(f"layer {layer.name!r} has no mag {n!r}; it has {[m.name for m in mags]}")
+        wanted += found
     return [mags[i] for i in sorted(set(wanted))]
 
 
