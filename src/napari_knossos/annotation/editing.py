@@ -1228,14 +1228,17 @@ class SkeletonEditor:
         else:
             self.link(a, b)
 
-    def set_radius(self, node_ids, radius: float) -> None:
-        """Set the radius (voxels) of nodes."""
+    def _radii(self, node_ids) -> tuple[np.ndarray, np.ndarray]:
+        """(unique ids, a copy of their radii), checked as editable."""
         self._check_editable()
         ids = np.unique(_ids(node_ids))
+        return ids, self.skel.nodes["radius"][self.skel.rows(ids)].copy()
+
+    def set_radius(self, node_ids, radius: float) -> None:
+        """Set the radius (voxels) of nodes."""
+        ids, old = self._radii(node_ids)
         if not len(ids):
             return
-        rows = self.skel.rows(ids)
-        old = self.skel.nodes["radius"][rows].copy()
         new = np.full(len(ids), self._to_model_radius(radius), old.dtype)
         with self._step("Set radius"):
             self._do(_SetNodeColumns(ids, {"radius": (old, new)}))
@@ -1244,12 +1247,9 @@ class SkeletonEditor:
     def scale_radius(self, node_ids, factor: float) -> None:
         """Multiply radii by ``factor`` (KNOSSOS Shift+wheel: 1.1 / 1 / 1.1); a missing radius
         counts as the default radius."""
-        self._check_editable()
-        ids = np.unique(_ids(node_ids))
+        ids, old = self._radii(node_ids)
         if not len(ids):
             return
-        rows = self.skel.rows(ids)
-        old = self.skel.nodes["radius"][rows].copy()
         base = np.where(np.isnan(old), np.float32(self._to_model_radius(self.default_radius)), old)
         new = (base * np.float32(factor)).astype(old.dtype)
         with self._step("Scale radius"):

@@ -40,6 +40,8 @@ ARTIFACT_CLASS = "AgglomerateViewArtifact"
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _REQUIRED = ("segment_to_agglomerate", "agglomerate_to_segments_offsets", "agglomerate_to_segments")
 _HDF5_CHUNK = 1 << 16  # rows per HDF5 read
+_ARRAYS = (*_REQUIRED, "agglomerate_to_positions", "agglomerate_to_edges_offsets", "agglomerate_to_edges",
+           "agglomerate_to_affinities")  # the optional ones after the required
 
 
 class _ZarrColumn:
@@ -170,13 +172,7 @@ class AgglomerateMapping:
             raise ValueError(f"{store.location('zarr.json')}: artifact_class is {artifact!r}, not {ARTIFACT_CLASS!r}")
         self.schema_version = voxelytics.get("artifact_schema_version")
         self._columns = {}
-        for name in (
-            *_REQUIRED,
-            "agglomerate_to_positions",
-            "agglomerate_to_edges_offsets",
-            "agglomerate_to_edges",
-            "agglomerate_to_affinities",
-        ):
+        for name in _ARRAYS:
             if store.read(f"{name}/zarr.json") is None:
                 if name in _REQUIRED:
                     raise ValueError(f"{self.location}: agglomerate file has no array {name!r}")
@@ -193,13 +189,7 @@ class AgglomerateMapping:
         h5py = _import_h5py(self.path)
         self._file = h5py.File(self.path, "r")
         self._columns = {}
-        for name in (
-            *_REQUIRED,
-            "agglomerate_to_positions",
-            "agglomerate_to_edges_offsets",
-            "agglomerate_to_edges",
-            "agglomerate_to_affinities",
-        ):
+        for name in _ARRAYS:
             if name not in self._file:
                 if name in _REQUIRED:
                     self.close()

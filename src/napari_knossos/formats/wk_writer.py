@@ -256,6 +256,20 @@ def _validate(layers: Sequence[WkLayerSpec]) -> None:
                 )
 
 
+def replace_folder(tmp: Path, dst: Path) -> bool:
+    """Move the finished folder ``tmp`` to ``dst`` (world-readable), replacing an existing ``dst``
+    with two renames, so readers see the old or the new folder, never a mix. True if one was replaced."""
+    os.chmod(tmp, 0o755)
+    if not dst.exists():
+        os.replace(tmp, dst)
+        return False
+    trash = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".old"))
+    os.replace(dst, trash / dst.name)
+    os.replace(tmp, dst)
+    shutil.rmtree(trash, ignore_errors=True)
+    return True
+
+
 def write_webknossos_dataset(
     root: str | os.PathLike,
     voxel_size_nm: Sequence[float],
@@ -290,14 +304,7 @@ def write_webknossos_dataset(
                 write_zarr3_mag(layer_dir / mag_name(mag), layer.mags[mag], shard_shape, chunk_shape)
         (tmp / "zarr.json").write_text(json.dumps({"zarr_format": 3, "node_type": "group"}, indent=4))
         (tmp / "datasource-properties.json").write_text(properties_text(name or root.name, voxel_size_nm, layers))
-        os.chmod(tmp, 0o755)
-        if root.exists():
-            trash = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}.", suffix=".old"))
-            os.replace(root, trash / root.name)
-            os.replace(tmp, root)
-            shutil.rmtree(trash)
-        else:
-            os.replace(tmp, root)
+        replace_folder(tmp, root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -443,17 +443,12 @@ def convert_dataset(
             if missing:
                 raise RuntimeError(f"{tmp}: cannot find the converted layers {missing} to build their mags")
             downsample_dataset(tmp, layers=targets, anisotropic=anisotropic, scheduler=scheduler, progress=progress)
-        os.chmod(tmp, 0o755)
-        if dst.exists():
-            trash = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".old"))
-            os.replace(dst, trash / dst.name)
-            os.replace(tmp, dst)
-            shutil.rmtree(trash, ignore_errors=True)
+        from ..formats.wk_writer import replace_folder
+
+        if replace_folder(tmp, dst):
             from ..formats.cache import CHUNK_CACHE
 
             CHUNK_CACHE.clear()  # chunks and shard indexes of the replaced dataset, cached under its path
-        else:
-            os.replace(tmp, dst)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
