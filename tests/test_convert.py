@@ -540,3 +540,35 @@ def test_ome_zarr_py_reads_our_ome_zarr(tmp_path):
     (lab,) = got["labels"]
     assert lab["levels"] == [list(m.array.shape) for m in seg.mags]
     assert lab["sha0"] == hashlib.sha256(np.ascontiguousarray(np.asarray(seg.mags[0].array)).tobytes()).hexdigest()
+
+
+@pytest.mark.parametrize("chunk", [32, 64])
+def test_chunks_matching_the_source_cubes_are_copied_whole_and_edges_zero_filled(tmp_path, monkeypatch, chunk):
+    """KNOSSOS cubes of 32³ → OME-Zarr chunks of 32³ go to the encoder as decoded (no block
+    assembled); partial cubes at the far edges and 64³ chunks take the general path. Both give the
+    source's voxels, and empty cubes write no chunk."""
+    from napari_knossos.processing import convert, volumes
+
+    monkeypatch.setattr(convert, "BLOCK_BYTES", 64 * 64 * 64)  # several blocks in this small volume
+    taken = []
+    original = volumes._copy_aligned_chunks
+    monkeypatch.setattr(volumes, "_copy_aligned_chunks", lambda *a: taken.append(original(*a)) or taken[-1])
+    z, y, x = np.meshgrid(np.arange(70), np.arange(100), np.arange(90), indexing="ij")
+    image = ((x * 3 + y * 5 + z * 7) % 251 + 1).astype(np.uint8)
+    image[:32, :32, :32] = 0  # one empty cube
+    seg = (1 + x // 20 + 10 * (y // 20) + 100 * (z // 20)).astype(np.uint64) * 1_000_003
+    specs = [knossos_writer.KnossosLayerSpec(".raw", [image]),
+             knossos_writer.KnossosLayerSpec(".seg.sz.zip", [seg], extra_toml={"DataType": '"uint64"'})]
+    knossos_writer.write_knossos_dataset(tmp_path / "src", "cubes", (9, 9, 20), specs, cube_shape_xyz=32)
+    out = convert_dataset(tmp_path / "src", tmp_path / "out.zarr", chunk=chunk, downsample=False, progress=False)
+    converted = open_dataset(out)
+    assert np.array_equal(np.asarray(converted.layers[0].mags[0].array), image)
+    assert np.array_equal(np.asarray(converted.layers[1].mags[0].array), seg)
+    direct = [v for v in taken if v is not None]
+    if chunk == 32:
+        assert len(direct) >= 2 and None in taken  # inner blocks directly, edge blocks zero-filled
+        assert seg[:64, :64, :64].max() in direct  # the largest id of a block copied directly
+        assert not (out / "0" / "c" / "0" / "0" / "0").exists()  # the empty cube wrote no chunk
+        assert (out / "0" / "c" / "0" / "0" / "1").exists()
+    else:
+        assert not direct

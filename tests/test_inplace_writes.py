@@ -582,3 +582,15 @@ def test_failed_write_leaves_old_files_intact(tmp_path):
     assert (path / "c" / "2" / "2" / "2").read_bytes() == old_big
     assert (zarr.open_array(str(path), mode="r")[0:32, 0:32, 0:32] == 3).all()
     assert not [p for p in path.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_fill_check_agrees_with_equality_for_every_dtype():
+    """The zero-fill shortcut (one ``any()`` pass) decides as ``(chunk == fill).all()`` does."""
+    from napari_knossos.formats.inplace import _is_fill
+
+    for dtype in (np.bool_, np.uint8, np.int16, np.uint64, np.float32):
+        for values in ([0, 0], [0, 1], [1, 1]):
+            chunk = np.array(values, dtype)
+            assert _is_fill(chunk, 0) == bool((chunk == 0).all())
+    assert _is_fill(np.array([-0.0, 0.0]), 0) and not _is_fill(np.array([0.0, np.nan]), 0)
+    assert _is_fill(np.array([np.nan, np.nan]), np.nan) and _is_fill(np.array([7, 7], np.uint8), 7)

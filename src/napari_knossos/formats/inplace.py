@@ -571,6 +571,8 @@ def _v2_encoder(meta: dict) -> Callable[[np.ndarray], bytes]:
 def _is_fill(arr: np.ndarray, fill) -> bool:
     if isinstance(fill, (float, np.floating)) and np.isnan(fill):
         return bool(np.isnan(arr).all())
+    if fill == 0 and arr.dtype.kind in "biuf":  # one read pass, no temporary (NaN counts as non-zero)
+        return not arr.any()
     return bool((arr == fill).all())
 
 

@@ -322,9 +322,45 @@ def _tune_malloc() -> None:
         pass
 
 
+def _copy_aligned_chunks(source: MagSource, target: MagTarget, lo, hi, place_zyx, segmentation: bool):
+    """Copy the block ``[lo, hi)`` chunk by chunk when source and target chunks coincide (same
+    shape, dtype and channels, grids aligned, the block made of whole chunks): each decoded source
+    chunk goes to the encoder as it is, with no block assembled and no copy. The largest value (0
+    for images), or None when the chunks do not coincide."""
+    array = source.array()
+    if not isinstance(array, ChunkedArray) or (array.dtype, array.channels) != (target.dtype, target.channels):
+        return None
+    if array.fill_value != 0:  # a missing source chunk is not zero: the general path fills it
+        return None
+    writer = target.writer()
+    chunk = tuple(writer.chunk_zyx)
+    if tuple(array.chunk_zyx) != chunk or any(getattr(writer.array, "origin_zyx", (0, 0, 0))):
+        return None
+    shift = [int(o) - int(p) for o, p in zip(array.origin_zyx, place_zyx)]  # source grid - target voxel
+    start = [a + int(p) for a, p in zip(lo, place_zyx)]  # the block in target voxels
+    stop = [b + int(p) for b, p in zip(hi, place_zyx)]
+    if any(s % c for s, c in zip(shift, chunk)) or any(a % c or b % c for a, b, c in zip(start, stop, chunk)):
+        return None  # chunks cut at the bounding box or misaligned: the general path zero-fills
+    targets = list(itertools.product(*(range(a // c, b // c) for a, b, c in zip(start, stop, chunk))))
+    sources = [tuple(t + s // c for t, s, c in zip(idx, shift, chunk)) for idx in targets]
+    if len(sources) > 1:
+        from ..formats.chunked import chunk_pool
+
+        decoded = list(chunk_pool().map(array.chunk, sources))
+    else:
+        decoded = [array.chunk(i) for i in sources]
+    chunks = {idx: data for idx, data in zip(targets, decoded) if data is not None and data.any()}
+    if chunks:
+        writer.write_chunks(chunks)
+    return max((int(d.max()) for d in chunks.values()), default=0) if segmentation else 0
+
+
 def _copy_block(index, source: MagSource, bounds, target: MagTarget, place_zyx, segmentation: bool):
     lo = [bounds[a][i] for a, i in enumerate(index)]
     hi = [bounds[a][i + 1] for a, i in enumerate(index)]
+    value = _copy_aligned_chunks(source, target, lo, hi, place_zyx, segmentation)
+    if value is not None:
+        return np.full((1, 1, 1, 1), value, dtype=source.dtype if segmentation else np.uint8)
     block = source[(slice(None), *(slice(p, q) for p, q in zip(lo, hi)))]
     target.write(block, [p + int(o) for p, o in zip(lo, place_zyx)])
     value = block.max() if segmentation and block.size else 0
