@@ -1,5 +1,6 @@
 """The bundled sample: the generator reproduces the stored files, the data look like neuropil
-(dark membranes on segment borders, many segments), both copies agree, the size limit holds."""
+(dark membranes on segment borders, many segments), both copies agree, the size limit holds,
+the sample annotation's meshes are closed surfaces oriented outwards."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ import pytest
 import zarr
 from PIL import Image
 
+from napari_knossos.annotation.kzip import read_kzip
 from napari_knossos.formats import open_dataset
-from napari_knossos.sample_data import KNOSSOS_SAMPLE, SAMPLE_DIR, WEBKNOSSOS_SAMPLE, generate
+from napari_knossos.sample_data import KNOSSOS_SAMPLE, SAMPLE_DIR, WEBKNOSSOS_SAMPLE, generate, generate_annotation
 
 SIZE_LIMIT = 10_000_000
 TEXT_SUFFIXES = (".conf", ".toml", ".json")
@@ -135,6 +137,38 @@ def test_sample_size_limit():
     total = sum(p.stat().st_size for p in files)
     assert total <= SIZE_LIMIT, f"sample_data holds {total} bytes"
     assert (SAMPLE_DIR / "README.md").is_file() and (SAMPLE_DIR / "generate.py").is_file()
+
+
+def _directed_edges(faces: np.ndarray) -> np.ndarray:
+    """Every face's three edges (a, b) in winding order."""
+    return faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
+
+
+def test_sample_annotation_meshes_are_closed_and_point_outwards():
+    meshes = read_kzip(generate_annotation.OUT).meshes
+    assert meshes
+    for tree_id, mesh in meshes.items():
+        vertices, faces = mesh.vertices.astype(np.float64), mesh.faces
+        # closed and consistently wound: each directed edge once, and its reverse in a neighbouring face
+        edges = _directed_edges(faces)
+        keys = edges[:, 0] * len(vertices) + edges[:, 1]
+        reverse = edges[:, 1] * len(vertices) + edges[:, 0]
+        assert len(np.unique(keys)) == len(keys), tree_id
+        assert np.isin(reverse, keys).all(), tree_id
+        a, b, c = (vertices[faces[:, k]] for k in range(3))
+        signed_volume = np.einsum("ij,ij->", a, np.cross(b, c)) / 6
+        assert signed_volume > 0, (tree_id, signed_volume)
+        if mesh.normals is not None:
+            outward = ((vertices - vertices.mean(axis=0)) * mesh.normals).sum(axis=1)
+            assert outward.mean() > 0 and (outward > 0).mean() > 0.5, tree_id
+
+
+def test_annotation_generator_reproduces_the_stored_meshes(tmp_path):
+    out = tmp_path / "again.k.zip"
+    assert generate_annotation.main([str(out)]) == 0
+    stored, fresh = read_kzip(generate_annotation.OUT).meshes, read_kzip(out).meshes
+    assert sorted(stored) == sorted(fresh)
+    assert all(stored[t].equals(fresh[t]) for t in stored)
 
 
 def test_generator_rejects_wrong_usage(capsys):

@@ -5,8 +5,9 @@
 Deterministic: reads the bundled KNOSSOS segmentation, traces the longest neurites as trees
 (one node every few slices, on a voxel of the neurite nearest its centroid), adds side
 branches with branch points, comments, KNOSSOS synapses (cleft trees between nodes of
-neighbouring neurites), a marching-cubes mesh for one tree, and a mergelist with one object
-per traced neurite plus one merged object.
+neighbouring neurites), a mesh for one tree (the project's mesher,
+``processing.mesh.mesh_from_mask``), and a mergelist with one object per traced neurite plus
+one merged object.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from napari_knossos.annotation.kzip import Annotation, write_kzip
 from napari_knossos.annotation.mergelist import SegmentObject
 from napari_knossos.annotation.ply import Mesh
 from napari_knossos.formats import open_dataset
+from napari_knossos.processing.mesh import mesh_from_mask
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "annotation" / "synthetic_neuropil.k.zip"
@@ -120,15 +122,10 @@ def add_synapses(skel: Skeleton, traced: dict[int, list[int]], count: int, clock
 
 
 def neurite_mesh(seg: np.ndarray, seg_id: int, voxel_size_xyz) -> Mesh:
-    """Marching-cubes surface (nm, x y z) of a neurite at mag 2 (scikit-image comes with napari)."""
-    from skimage.measure import marching_cubes
-
-    mask = np.pad((seg[::2, ::2, ::2] == seg_id).astype(np.float32), 1)
-    spacing = tuple(2 * v for v in voxel_size_xyz[::-1])  # z, y, x nm at mag 2
-    verts, faces, normals, _ = marching_cubes(mask, level=0.5, spacing=spacing)
-    # padded mag-2 index p is mag-1 voxel 2(p-1) + 0.5 (centre of the 2-voxel block)
-    verts = verts - np.asarray(spacing) + 0.5 * np.asarray(voxel_size_xyz[::-1])
-    return Mesh(verts[:, ::-1].astype(np.float32), faces[:, ::-1], normals=normals[:, ::-1])
+    """Surface (mag-1 nm, x y z, faces oriented outwards, vertex normals) of a neurite meshed at
+    mag 2 (every second voxel of ``seg``) by the project's mesher, unsmoothed."""
+    mask = seg[::2, ::2, ::2] == seg_id
+    return mesh_from_mask(mask, (0, 0, 0), (2, 2, 2), voxel_size_xyz, smooth_iterations=0)
 
 
 def build() -> Annotation:
