@@ -398,6 +398,16 @@ def test_bare_mag_folder_opens_with_unknown_voxel_size(wkw_copy):
     assert _sha(layer.mags[0].array[:128, :128, :128]) == entry["sha256_zyx_c_order"]
 
 
+def test_bare_folder_with_a_non_mag_name_is_the_layer_at_mag_1(wkw_copy, tmp_path):
+    for name in ("labels", "2-x", "0"):  # not a mag name (0 is no mag either): the folder is the layer
+        bare = tmp_path / name
+        shutil.copytree(wkw_copy / "segmentation" / "2-2-1", bare)
+        (layer,) = open_dataset(bare).layers
+        assert layer.name == name and layer.mags[0].factor == (1, 1, 1), name
+    (layer,) = open_dataset(wkw_copy / "color" / "1").layers
+    assert layer.name == "color" and layer.mags[0].factor == (1, 1, 1)
+
+
 # -- sniffing and remote ------------------------------------------------------------------------------
 def test_sniff(tmp_path, wkw_copy):
     assert sniff(wkw_copy) and sniff(str(wkw_copy)) and sniff(wkw_copy / "datasource-properties.json")

@@ -1,28 +1,19 @@
 """npe2 writer contributions: skeleton layers → .nml / .k.zip / .swc, Surface → .ply.
 
-Every file is written atomically (temporary file in the same folder, then rename).
+Every file is written atomically and durably (:mod:`.formats.atomic`).
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-__all__ = ["write_nml", "write_kzip", "write_swc", "write_ply"]
+from .formats.atomic import atomic_write_bytes
+
+__all__ = ["write_kzip", "write_nml", "write_ply", "write_swc"]
 
 
 def _atomic_write(path: str, data: bytes) -> None:
-    path = os.fspath(path)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write_bytes(path, data, parents=False)
 
 
 def write_nml(path: str, layer_data: list[tuple]) -> list[str]:

@@ -102,14 +102,14 @@ def _add_convert(subparsers) -> None:
 
 
 def _parse_coarsest(text: str):
-    parts = text.replace(",", "-").split("-")
+    """``--coarsest``: an int for ``16``, a tuple for ``16-16-8`` / ``16,16,8``."""
+    from .formats.mags import parse_mag
+
     try:
-        values = [int(v) for v in parts]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a mag like 16 or 16-16-8, got {text!r}") from None
-    if len(values) not in (1, 3) or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected a mag like 16 or 16-16-8, got {text!r}")
-    return values[0] if len(values) == 1 else tuple(values)
+        mag = parse_mag(text, "--coarsest", commas=True)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return mag[0] if text.strip().isdigit() else mag
 
 
 def _run_downsample(args) -> int:

@@ -16,16 +16,15 @@ from __future__ import annotations
 import io
 import os
 import re
-import tempfile
 import time
 import warnings
 import zipfile
 import zlib
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
+from ..formats.atomic import atomic_open
 from .mergelist import SegmentObject, read_mergelist, write_mergelist
 from .ply import Mesh, read_ply, write_ply
 from .skeleton import NODE_COLUMNS, Group, Skeleton
@@ -432,25 +431,13 @@ def _write_zip(fileobj, members: list[tuple[str, bytes]]) -> None:
 def write_kzip(annotation: Annotation, path=None) -> bytes | None:
     """Write ``annotation`` as a .k.zip in KNOSSOS member order (extra files first, then
     annotation.xml, mergelist.txt, meshes, cubes, settings.ini, microworker.txt), DEFLATE.
-    With a ``path`` the file is replaced atomically (temp file + ``os.replace``); without one the
+    With a ``path`` the file is replaced atomically and durably (:func:`..formats.atomic.atomic_open`); without one the
     archive bytes are returned."""
     members = _member_list(annotation)
     if path is None:
         buf = io.BytesIO()
         _write_zip(buf, members)
         return buf.getvalue()
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            _write_zip(f, members)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_open(path, parents=False) as f:
+        _write_zip(f, members)
     return None

@@ -44,13 +44,10 @@ import math
 import os
 import pyexpat
 import re
-import shutil
 import struct
-import uuid
 import warnings
 from collections.abc import Callable, Iterable
 from operator import itemgetter
-from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
 
@@ -1788,24 +1785,6 @@ def _encoded(parts: Iterable[str], size: int = 1 << 20) -> Iterable[bytes]:
         yield "".join(batch).encode("utf-8")
 
 
-def _write_atomically(path: Path, blocks: Iterable[bytes]) -> None:
-    """Write to a temp file in the same folder, then rename over ``path`` (readers never see
-    a half-written file). New files get the usual permissions (0666 minus umask); an existing
-    file keeps its mode."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for block in blocks:
-                f.write(block)
-        if path.exists():
-            shutil.copymode(path, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _verbatim(element: bytes) -> str:
     return element.decode("utf-8") if isinstance(element, (bytes, bytearray)) else str(element)
 
@@ -1818,7 +1797,7 @@ def write_nml(
     ``dialect``: "webknossos" or "knossos"; default: the dialect the skeleton was read from,
     else webKnossos. KNOSSOS output is 1-based without ``<nodes_0_based/>`` (KNOSSOS' own
     default) or, with ``zero_based=True``, 0-based with the tag. ``target``: a path (written
-    atomically: temp file in the same folder, then renamed), a binary file object, or None
+    atomically and durably, see :mod:`..formats.atomic`), a binary file object, or None
     to get the bytes back.
     """
     dialect = dialect or skeleton.dialect or "webknossos"
@@ -1832,5 +1811,7 @@ def write_nml(
         for block in blocks:
             target.write(block)
         return None
-    _write_atomically(Path(target), blocks)
+    from ..formats.atomic import atomic_write_blocks
+
+    atomic_write_blocks(target, blocks, parents=False)
     return None

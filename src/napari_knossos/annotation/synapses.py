@@ -233,7 +233,7 @@ def _cell(value) -> str:
 
 def _write_text_atomically(path, text: str) -> None:
     """Write ``text`` (UTF-8) to a temp file beside ``path``, then rename it over ``path``."""
-    from ..formats.knossos_writer import atomic_write_bytes
+    from ..formats.atomic import atomic_write_bytes
 
     atomic_write_bytes(path, text.encode("utf-8"))
 

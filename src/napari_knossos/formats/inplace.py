@@ -19,23 +19,23 @@ rewritten file are copied as their stored bytes (whole runs, kernel-side), never
 After each file the new chunks go into the layer's chunk cache (write-through), and cached WKW jump
 tables and zarr shard indexes are replaced, so views re-read the new data. Remote (HTTP) layers,
 read-only folders and formats or codecs we cannot encode raise :class:`ReadOnlyDatasetError` naming
-the layer and suggesting to save into an annotation instead. Files are not fsync'ed.
+the layer and suggesting to save into an annotation instead. Saves are durable (each file fsync'ed
+before its rename; each touched folder, and the parent of each folder created, after the last one;
+see :mod:`.atomic`); bulk writers set ``writer.durable = False`` to skip that.
 """
 
 from __future__ import annotations
 
-import errno
 import math
 import os
 import struct
-import tempfile
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Self
 
 import numpy as np
 
+from .atomic import AtomicFile, fsync_dir, remove_if_exists
 from .chunked import ChunkedArray
 from .model import Layer, Mag
 from .store import LocalStore, is_url
@@ -43,7 +43,6 @@ from .store import LocalStore, is_url
 __all__ = ["ChunkWriter", "InPlaceWriteError", "ReadOnlyDatasetError", "chunk_writer"]
 
 ANNOTATION_HINT = "save the edits into an annotation instead (.k.zip segmentation cubes or a webKnossos volume zip)"
-COPY_PIECE_BYTES = 16 * 2**20  # fallback copy (no copy_file_range): bytes per read
 _EMPTY = 2**64 - 1  # shard index entry of an absent chunk
 _KNOSSOS_WRITABLE = (".raw", ".seg", ".seg.sz.zip", ".png")
 
@@ -64,96 +63,6 @@ class InPlaceWriteError(OSError):
         self.path = path
         self.written = list(written)
         self.unwritten = list(unwritten)
-
-
-# --------------------------------------------------------------------------------------------
-# atomic files
-# --------------------------------------------------------------------------------------------
-class _AtomicFile:
-    """A temporary file beside ``path`` that replaces it on :meth:`commit` and is removed otherwise.
-
-    Writes go through the raw descriptor (``os.write``/``os.pwrite``), copies from another file
-    through ``os.copy_file_range`` (falling back to reads and writes).
-    """
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self.mode = os.stat(self.path).st_mode & 0o777
-        except FileNotFoundError:
-            self.mode = 0o644
-        self.fd, self.tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-        self._open = True
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, kind, value, tb) -> None:
-        if self._open:
-            self.abort()
-
-    def write(self, data) -> None:
-        view = memoryview(data).cast("B")
-        while len(view):
-            n = os.write(self.fd, view)
-            view = view[n:]
-
-    def pwrite(self, data, offset: int) -> None:
-        view = memoryview(data).cast("B")
-        while len(view):
-            n = os.pwrite(self.fd, view, offset)
-            view, offset = view[n:], offset + n
-
-    def truncate(self, size: int) -> None:
-        os.ftruncate(self.fd, size)
-
-    def copy_from(self, src_fd: int, offset: int, length: int) -> None:
-        """Append ``length`` bytes of ``src_fd`` starting at ``offset``."""
-        while length > 0:
-            try:
-                n = os.copy_file_range(src_fd, self.fd, length, offset)
-            except OSError as err:
-                if err.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EPERM):
-                    raise
-                n = self._copy_slow(src_fd, offset, length)
-            if n == 0:
-                raise OSError(errno.EIO, f"source ended at byte {offset}, {length} more bytes expected")
-            offset, length = offset + n, length - n
-
-    def _copy_slow(self, src_fd: int, offset: int, length: int) -> int:
-        data = os.pread(src_fd, min(length, COPY_PIECE_BYTES), offset)
-        self.write(data)
-        return len(data)
-
-    def commit(self) -> None:
-        os.fchmod(self.fd, self.mode)
-        os.close(self.fd)
-        self._open = False
-        try:
-            os.replace(self.tmp, self.path)
-        except BaseException:
-            _unlink(self.tmp)
-            raise
-
-    def abort(self) -> None:
-        if self._open:
-            os.close(self.fd)
-            self._open = False
-        _unlink(self.tmp)
-
-
-def _unlink(path) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
-def _write_file_atomically(path: str | os.PathLike, data) -> None:
-    with _AtomicFile(path) as out:
-        out.write(data)
-        out.commit()
 
 
 def _parallel_map(func: Callable, items: list) -> list:
@@ -196,6 +105,9 @@ class ChunkWriter:
         self.dtype = np.dtype(self.array.dtype)
         self.channels = int(self.array.channels)
         self.location = mag.path or layer.source
+        #: fsync each file and its folder (annotation edits); False for bulk writing (convert, downsample)
+        self.durable = True
+        self._pending = threading.local()  # .folders: to sync after the current write_chunks (per thread)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.location!r}, chunk={self.chunk_zyx}, {self.channels}x{self.dtype.name})"
@@ -219,7 +131,19 @@ class ChunkWriter:
             for idx in members:
                 pending[idx] += 1
         written: list = []
+        folders: set[str] = set()
+        self._pending.folders = folders
+        try:
+            self._write_plan(plan, prepared, pending, written, folders)
+        finally:
+            if self.durable:
+                for folder in sorted(folders, key=len, reverse=True):  # innermost first
+                    fsync_dir(folder)
+            self._pending.folders = None
+
+    def _write_plan(self, plan, prepared: dict, pending: dict, written: list, folders: set) -> None:
         for n, (path, members, write) in enumerate(plan):
+            folders.add(os.fspath(Path(path).parent))  # also for files removed, not replaced
             try:
                 write()
             except Exception as err:
@@ -239,6 +163,20 @@ class ChunkWriter:
                     written.append(idx)
                     self._cache_put(idx, prepared[idx])
             self._after_file(path)
+
+    def _atomic_file(self, path) -> AtomicFile:
+        """The replacement of ``path``; its folder and the parents of folders it created are synced
+        once per :meth:`write_chunks`."""
+        out = AtomicFile(path, durable=self.durable, sync_dir=False)
+        folders = getattr(self._pending, "folders", None)
+        if folders is not None:
+            folders.update(os.fspath(f) for f in out.folders_to_sync())
+        return out
+
+    def _write_bytes(self, path, data) -> None:
+        with self._atomic_file(path) as out:
+            out.write(data)
+            out.commit()
 
     def current_chunk(self, idx) -> np.ndarray:
         """The stored chunk ``idx`` as a writable copy, ``(z, y, x)`` (``(c, z, y, x)`` for several
@@ -391,7 +329,7 @@ class _WkwWriter(ChunkWriter):
             fh = parse_header(head, path)
             if not fh.same_geometry(self.header):
                 raise ValueError(f"{path}: file header disagrees with header.wkw (block/file size or voxel type)")
-            with _AtomicFile(path) as out:
+            with self._atomic_file(path) as out:
                 if fh.compressed:
                     self._patch_compressed(fd, fh, head, by_morton, out, path)
                 else:
@@ -400,7 +338,7 @@ class _WkwWriter(ChunkWriter):
         finally:
             os.close(fd)
 
-    def _patch_compressed(self, fd: int, fh, head: bytes, by_morton: dict, out: _AtomicFile, path: str) -> None:
+    def _patch_compressed(self, fd: int, fh, head: bytes, by_morton: dict, out: AtomicFile, path: str) -> None:
         from .wkw import HEADER_SIZE
 
         n = fh.blocks_per_file
@@ -430,7 +368,7 @@ class _WkwWriter(ChunkWriter):
             pos = int(ends[m])
         out.copy_from(fd, pos, int(ends[-1]) - pos)
 
-    def _patch_raw(self, fd: int, fh, by_morton: dict, out: _AtomicFile) -> None:
+    def _patch_raw(self, fd: int, fh, by_morton: dict, out: AtomicFile) -> None:
         bb = fh.block_bytes
         need = fh.data_offset + fh.blocks_per_file * bb
         size = os.fstat(fd).st_size
@@ -446,7 +384,7 @@ class _WkwWriter(ChunkWriter):
 
         h = self.header
         n, bt = h.blocks_per_file, h.block_type
-        with _AtomicFile(path) as out:
+        with self._atomic_file(path) as out:
             if bt == BLOCK_RAW:
                 out.write(self._header_bytes(bt, HEADER_SIZE))
                 out.truncate(HEADER_SIZE + n * h.block_bytes)  # sparse zeros
@@ -684,9 +622,9 @@ class _ZarrWriter(ChunkWriter):
 
     def _write_chunk(self, path: str, chunk: np.ndarray) -> None:
         if self._may_delete and _is_fill(chunk, self.za.fill_value):
-            _unlink(path)
+            remove_if_exists(path)
         else:
-            _write_file_atomically(path, self._encode(chunk))
+            self._write_bytes(path, self._encode(chunk))
 
     # -- shards ---------------------------------------------------------------------------------
     def _read_index(self, fd: int, path: str) -> tuple[np.ndarray, int, int]:
@@ -760,11 +698,11 @@ class _ZarrWriter(ChunkWriter):
                 pos += len(data)
             cache_key = za.shard_index_cache_key(shard_idx)
             if not segments:
-                _unlink(path)  # nothing left in the shard
+                remove_if_exists(path)  # nothing left in the shard
                 _put_shared(cache_key, None)
                 return
             index_bytes = self._encode_index(new_entries.reshape(*per, 2))
-            with _AtomicFile(path) as out:
+            with self._atomic_file(path) as out:
                 if not self._index_at_end:
                     out.write(index_bytes)
                 for seg in segments:
@@ -829,4 +767,4 @@ class _KnossosWriter(ChunkWriter):
         else:
             dtype = np.dtype("<u8") if self.ext == ".seg" else self.dtype.newbyteorder("<")
             payload = np.ascontiguousarray(np.moveaxis(data, 0, -1), dtype=dtype).tobytes()
-        _write_file_atomically(path, payload)
+        self._write_bytes(path, payload)

@@ -4,7 +4,8 @@ Layout and cube contents follow the KNOSSOS app (specs: knossos-datasets.md §2,
 ``<root>/mag{M}/x{X:04}/y{Y:04}/z{Z:04}/{name}_mag{M}_x{X:04}_y{Y:04}_z{Z:04}{ext}`` with
 power-of-two mag folders (the ``.k.toml`` says ``ServerFormat = "knossos"``). Volumes are numpy
 arrays in napari order ``(z, y, x)``; sizes, cube shapes and voxel sizes are ``(x, y, z)``.
-Every file is written atomically (temporary file in the same folder, then ``os.replace``).
+Every file is written atomically (:mod:`.atomic`), not fsync'ed: a dataset is bulk data, complete when
+the call returns and flushed by the OS.
 
 Also holds the 2x downsampling helpers (mean for images, mode for segmentations) used to
 build mags 2, 4, ... Pure Python + numpy, Pillow and cramjam.
@@ -16,7 +17,6 @@ import io
 import math
 import os
 import struct
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Sequence
@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from .atomic import atomic_write_bytes
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -51,24 +53,6 @@ _ZIP_DATE_TIME = (1980, 1, 1, 0, 0, 0)
 
 
 # ----------------------------------------------------------------------------- files
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def _check_name(name: str) -> None:
@@ -170,12 +154,18 @@ def encode_cube(
 
 
 def write_cube(
-    path: str | os.PathLike, cube_zyx: np.ndarray, ext: str, *, jpeg_quality: int = 90, png_filter: str = "adaptive"
+    path: str | os.PathLike,
+    cube_zyx: np.ndarray,
+    ext: str,
+    *,
+    jpeg_quality: int = 90,
+    png_filter: str = "adaptive",
+    durable: bool = False,
 ) -> None:
-    """Encode one cube and write it atomically to ``path``."""
+    """Encode one cube and write it atomically to ``path`` (fsync'ed only if ``durable``)."""
     path = Path(path)
     data = encode_cube(cube_zyx, ext, file_name=path.name, jpeg_quality=jpeg_quality, png_filter=png_filter)
-    atomic_write_bytes(path, data)
+    atomic_write_bytes(path, data, durable=durable)
 
 
 def write_mag_cubes(
@@ -409,12 +399,12 @@ def write_knossos_dataset(
         if cubic and conf_ext:
             boundary = tuple(math.ceil(e / mag) for e in extent)
             text = legacy_conf_text(experiment, boundary, voxel_sizes[i], mag, cube[0], conf_ext)
-        atomic_write_bytes(root / f"mag{mag}" / "knossos.conf", text.encode())
+        atomic_write_bytes(root / f"mag{mag}" / "knossos.conf", text.encode(), durable=False)
     if cubic and conf_ext:
-        atomic_write_bytes(root / "knossos.conf",
-                           legacy_conf_text(experiment, extent, voxel_sizes[0], 1, cube[0], conf_ext).encode())
+        conf = legacy_conf_text(experiment, extent, voxel_sizes[0], 1, cube[0], conf_ext)
+        atomic_write_bytes(root / "knossos.conf", conf.encode(), durable=False)
     toml_path = root / (toml_name or f"{experiment}.k.toml")
-    atomic_write_bytes(toml_path, k_toml_text(experiment, extent, cube, voxel_sizes, layers).encode())
+    atomic_write_bytes(toml_path, k_toml_text(experiment, extent, cube, voxel_sizes, layers).encode(), durable=False)
     return toml_path
 
 

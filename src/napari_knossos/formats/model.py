@@ -12,8 +12,9 @@ from typing import Any, Literal
 import numpy as np
 
 from .chunked import ChunkedArray
+from .mags import mag_name
 
-__all__ = ["Mag", "Layer", "Dataset"]
+__all__ = ["Dataset", "Layer", "Mag"]
 
 Category = Literal["color", "segmentation"]
 
@@ -28,8 +29,8 @@ class Mag:
 
     @property
     def name(self) -> str:
-        f = [int(v) if float(v).is_integer() else v for v in self.factor]
-        return str(f[0]) if len(set(f)) == 1 else "-".join(str(v) for v in f)
+        """``"2"`` for 2-2-2, ``"2-2-1"`` otherwise (:func:`.mags.mag_name`)."""
+        return mag_name(self.factor)
 
 
 @dataclass

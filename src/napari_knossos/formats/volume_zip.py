@@ -34,6 +34,7 @@ from xml.sax.saxutils import quoteattr, unescape
 
 import numpy as np
 
+from .mags import mag_name, parse_mag
 from .store import Store
 
 __all__ = [
@@ -117,21 +118,6 @@ class VolumeAnnotation:
 # --------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------
-def mag_folder_name(mag) -> str:
-    """``"1"`` for 1-1-1, ``"2-2-1"`` otherwise (the server's mag literal)."""
-    x, y, z = (int(v) for v in np.broadcast_to(mag, 3))
-    return str(x) if x == y == z else f"{x}-{y}-{z}"
-
-
-def _parse_mag(name: str, where: str) -> Mag3:
-    parts = [int(p) for p in name.split("-")]
-    if len(parts) == 1:
-        parts *= 3
-    if len(parts) != 3 or min(parts) < 1:
-        raise ValueError(f"{where}: {name!r} is not a mag (like 1 or 2-2-1)")
-    return tuple(parts)
-
-
 def buckets_from_array(volume_zyx: np.ndarray, origin_zyx=(0, 0, 0), *, keep_zero: bool = False) -> dict:
     """Cut a mag-local volume placed at voxel ``origin_zyx`` into ``{(bz, by, bx): bucket}``; voxels of
     partly covered buckets outside the volume are 0. All-zero buckets are left out unless ``keep_zero``."""
@@ -331,7 +317,7 @@ def _read_wkw(volume: VolumeLayerData, store: _ZipStore) -> None:
         m = _WKW_MEMBER.search(member)
         if m is None:
             raise ValueError(f"{store.location(member)}: unexpected member in a WKW volume zip")
-        mag = _parse_mag(m.group(1), store.location(member))
+        mag = parse_mag(m.group(1), store.location(member))
         if m.group(2) == "header.wkw":
             headers[mag] = parse_header(store.read(member), store.location(member))
         else:
@@ -340,11 +326,11 @@ def _read_wkw(volume: VolumeLayerData, store: _ZipStore) -> None:
     for mag, header in headers.items():
         if header.block_len != BUCKET or header.file_len != 1:
             raise ValueError(
-                f"{store.location(mag_folder_name(mag) + '/header.wkw')}: blocks of {header.block_len} voxels, "
+                f"{store.location(mag_name(mag) + '/header.wkw')}: blocks of {header.block_len} voxels, "
                 f"{header.file_len} per file; volume zips hold one {BUCKET}³ bucket per file"
             )
         if header.channels != 1:
-            raise ValueError(f"{store.location(mag_folder_name(mag))}: {header.channels} channels, expected 1")
+            raise ValueError(f"{store.location(mag_name(mag))}: {header.channels} channels, expected 1")
     dtypes = {h.dtype for h in headers.values()}
     if len(dtypes) > 1:
         raise ValueError(f"{store.root}: mags disagree on the voxel type: {sorted(d.name for d in dtypes)}")
@@ -388,7 +374,7 @@ def _read_wkw(volume: VolumeLayerData, store: _ZipStore) -> None:
 
 
 def _read_zarr3(volume: VolumeLayerData, store: _ZipStore) -> None:
-    from .webknossos import PROPERTIES_FILE, parse_mag
+    from .webknossos import PROPERTIES_FILE
     from .zarr_io import ZarrArray
 
     raw = store.read(PROPERTIES_FILE)
@@ -424,8 +410,8 @@ def _read_zarr3(volume: VolumeLayerData, store: _ZipStore) -> None:
     mags = layer.get("mags") or []
     names = store.names()
     for j, entry in enumerate(mags):
-        mag = parse_mag(entry.get("mag"), f"dataLayers[0].mags[{j}].mag")
-        path = (entry.get("path") or f"{layer_name}/{mag_folder_name(mag)}").replace("\\", "/")
+        mag = parse_mag(entry.get("mag"), f"{where}: dataLayers[0].mags[{j}].mag")
+        path = (entry.get("path") or f"{layer_name}/{mag_name(mag)}").replace("\\", "/")
         while path.startswith("./"):
             path = path[2:]
         path = path.strip("/")
@@ -487,13 +473,13 @@ def _chunk_index(rel: str, za) -> tuple[int, ...] | None:
 def _check_bucket(volume: VolumeLayerData, mag, key, value) -> np.ndarray:
     arr = np.asarray(value)
     if arr.shape != (BUCKET,) * 3:
-        raise ValueError(f"volume {volume.name!r} mag {mag_folder_name(mag)} bucket {key}: shape {arr.shape}")
+        raise ValueError(f"volume {volume.name!r} mag {mag_name(mag)} bucket {key}: shape {arr.shape}")
     if len(key) != 3 or min(key) < 0:
-        raise ValueError(f"volume {volume.name!r} mag {mag_folder_name(mag)}: bad bucket index {key!r}")
+        raise ValueError(f"volume {volume.name!r} mag {mag_name(mag)}: bad bucket index {key!r}")
     if arr.dtype != volume.dtype:
         if arr.size and arr.dtype.kind in "ui" and (arr.min() < 0 or arr.max() > np.iinfo(volume.dtype).max):
             raise ValueError(
-                f"volume {volume.name!r} mag {mag_folder_name(mag)} bucket {key}: ids do not fit {volume.dtype.name}"
+                f"volume {volume.name!r} mag {mag_name(mag)} bucket {key}: ids do not fit {volume.dtype.name}"
             )
         arr = arr.astype(volume.dtype)
     return arr
@@ -528,12 +514,12 @@ def _wkw_data_zip(volume: VolumeLayerData) -> bytes | None:
             raw = np.ascontiguousarray(arr, dtype=volume.dtype.newbyteorder("<"))
             block = bytes(cramjam.lz4.compress_block(raw, store_size=False))
             data = header + struct.pack("<Q", 24 + len(block)) + block
-            zf.writestr(f"{mag_folder_name(mag)}/z{bz}/y{by}/x{bx}.wkw", data)
+            zf.writestr(f"{mag_name(mag)}/z{bz}/y{by}/x{bx}.wkw", data)
             count += 1
         if not count:
             return None
         for mag in volume.mags:
-            zf.writestr(f"{mag_folder_name(mag)}/header.wkw", _wkw_header(volume.dtype, 0))
+            zf.writestr(f"{mag_name(mag)}/header.wkw", _wkw_header(volume.dtype, 0))
     return buf.getvalue()
 
 
@@ -591,7 +577,7 @@ def _zarr3_data_zip(volume: VolumeLayerData) -> bytes | None:
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=_ZIP_LEVEL) as zf:
         for mag, (bz, by, bx), arr in _stored_buckets(volume):
             raw = np.ascontiguousarray(arr, dtype=volume.dtype.newbyteorder("<")).reshape(-1).view(np.uint8)
-            zf.writestr(f"{VOLUME_LAYER_NAME}/{mag_folder_name(mag)}/c.0.{bx}.{by}.{bz}", blosc.encode(raw))
+            zf.writestr(f"{VOLUME_LAYER_NAME}/{mag_name(mag)}/c.0.{bx}.{by}.{bz}", blosc.encode(raw))
             ext = extents.setdefault(mag, [0, 0, 0])
             for ax, i in enumerate((bx, by, bz)):
                 ext[ax] = max(ext[ax], (i + 1) * BUCKET)
@@ -602,7 +588,7 @@ def _zarr3_data_zip(volume: VolumeLayerData) -> bytes | None:
         for mag in mags:
             meta = _zarr3_array_meta(volume, mag, top_left, size, extents.get(mag, [0, 0, 0]))
             zf.writestr(
-                f"{VOLUME_LAYER_NAME}/{mag_folder_name(mag)}/zarr.json",
+                f"{VOLUME_LAYER_NAME}/{mag_name(mag)}/zarr.json",
                 json.dumps(meta, separators=(",", ":"), sort_keys=True),
             )
         layer = {
@@ -613,7 +599,7 @@ def _zarr3_data_zip(volume: VolumeLayerData) -> bytes | None:
             "mags": [
                 {
                     "mag": list(mag),
-                    "path": f"./{VOLUME_LAYER_NAME}/{mag_folder_name(mag)}",
+                    "path": f"./{VOLUME_LAYER_NAME}/{mag_name(mag)}",
                     "axisOrder": {"c": 0, "x": 1, "y": 2, "z": 3},
                 }
                 for mag in mags
@@ -703,17 +689,15 @@ def write_volume_zip(annotation_nml_bytes, volumes: list[VolumeLayerData], path,
         entries.append((v, location, fmt))
     nml_text = _nml_with_volumes(text, entries)
     nml_name = path.name[: -len(".zip")] if path.name.lower().endswith(".zip") else path.stem
-    from .inplace import _AtomicFile
+    from .atomic import atomic_open
 
-    with _AtomicFile(path) as out:
-        with (
-            os.fdopen(os.dup(out.fd), "wb") as f,
-            zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED, compresslevel=_ZIP_LEVEL) as zf,
-        ):
-            zf.writestr(f"{nml_name or 'annotation'}.nml", nml_text.encode("utf-8"))
-            for location, data in data_zips:
-                zf.writestr(location, data)
-        out.commit()
+    with (
+        atomic_open(path) as f,
+        zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED, compresslevel=_ZIP_LEVEL) as zf,
+    ):
+        zf.writestr(f"{nml_name or 'annotation'}.nml", nml_text.encode("utf-8"))
+        for location, data in data_zips:
+            zf.writestr(location, data)
     return path
 
 

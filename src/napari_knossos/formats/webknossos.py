@@ -19,11 +19,13 @@ from typing import Any
 
 import numpy as np
 
+from .mags import mag_name
+from .mags import parse_mag as parse_mag_name
 from .model import Dataset, Layer, Mag, mag_extent
 from .store import LocalStore, RemoteAccessError, Store, is_url, open_store, split_parent
 from .wkw import HEADER_FILE, MissingHeaderError, WkwMag
 
-__all__ = ["sniff", "open_webknossos", "PROPERTIES_FILE", "UNIT_TO_NM", "parse_mag"]
+__all__ = ["PROPERTIES_FILE", "UNIT_TO_NM", "open_webknossos", "parse_mag", "sniff"]
 
 PROPERTIES_FILE = "datasource-properties.json"
 SUPPORTED_FORMATS = ("wkw", "zarr", "zarr3")
@@ -63,7 +65,6 @@ UNIT_TO_NM = {name: nm for name, _, nm in _UNITS}
 _UNIT_NAMES = {**{name: name for name, _, _ in _UNITS}, **{sym: name for name, sym, _ in _UNITS}, "μm": "micrometer"}
 
 _ELEMENT_CLASS = re.compile(r"^(uint|int)(8|16|24|32|64)$")
-_MAG_NAME = re.compile(r"^\d+(-\d+-\d+)?$")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _SEGMENTATION_WORDS = ("seg", "label")
 
@@ -113,7 +114,7 @@ class _Props:
         self.source = source
 
     def fail(self, where: str, message: str):
-        raise ValueError(f"{self.source}: {where}: {message}")
+        raise ValueError(f"{self.source}: {where}: {message}" if self.source else f"{where}: {message}")
 
     def get(self, obj: dict, key: str, where: str, required: bool = True, default=None):
         if not isinstance(obj, dict):
@@ -202,20 +203,18 @@ def _load_properties(store: Store, key: str) -> dict:
 # field parsers
 # --------------------------------------------------------------------------------------------
 def parse_mag(value, where: str = "mag", props: _Props | None = None) -> tuple[int, int, int]:
-    """A mag given as ``[x, y, z]``, an int or a string ``"2"`` / ``"2-2-1"``."""
-    props = props or _Props("mag")
-    if isinstance(value, str):
-        if not _MAG_NAME.match(value.strip()):
-            props.fail(where, f"expected a mag like 2 or \"2-2-1\", got {value!r}")
-        parts = [int(p) for p in value.strip().split("-")]
-        mag = tuple(parts * 3 if len(parts) == 1 else parts)
-    elif isinstance(value, list):
-        mag = props.vec3(value, where, "int")
-    else:
-        mag = (props.integer(value, where),) * 3
-    if min(mag) < 1:
-        props.fail(where, f"mag factors must be >= 1, got {list(mag)}")
-    return mag
+    """A mag given as ``[x, y, z]``, an int or a string ``"2"`` / ``"2-2-1"`` (:func:`.mags.parse_mag`)."""
+    props = props or _Props("")  # messages start with ``where`` alone
+    if isinstance(value, list):
+        value = props.vec3(value, where, "int")
+    elif not isinstance(value, str):
+        value = props.integer(value, where)
+    try:
+        return parse_mag_name(value, where)
+    except ValueError as err:
+        if not props.source:
+            raise
+        raise ValueError(f"{props.source}: {err}") from None
 
 
 def _scale(props: _Props, data: dict) -> tuple[tuple[float, float, float], str, tuple]:
@@ -367,16 +366,11 @@ def _mag_specs(props: _Props, layer: dict, where: str, data_format: str) -> list
     return sorted(specs, key=lambda s: (max(s.factor), sum(s.factor)))
 
 
-def _mag_name(factor) -> str:
-    x, y, z = factor
-    return str(x) if x == y == z else f"{x}-{y}-{z}"
-
-
 def _mag_locations(root: Store, layer_name: str, spec: _MagSpec, username, password) -> list[tuple[Store, str]]:
     """Candidate (store, key) places of one mag's array, most likely first."""
     path = spec.path
     if path is None:
-        short, long = _mag_name(spec.factor), "-".join(str(f) for f in spec.factor)
+        short, long = mag_name(spec.factor), "-".join(str(f) for f in spec.factor)
         return [(root, f"{layer_name}/{short}")] + ([(root, f"{layer_name}/{long}")] if long != short else [])
     if _SCHEME.match(path):
         scheme = path.split("://", 1)[0].lower()
@@ -665,10 +659,10 @@ def _open_bare_mag(store: Store, path: str) -> Dataset:
     """A WKW mag folder without properties: one layer, extent from the data file names."""
     wkw = WkwMag(store, "")
     folder = _folder_name(path)
-    if _MAG_NAME.match(folder):
-        factor = parse_mag(folder)
+    try:
+        factor = parse_mag_name(folder, path)
         layer_name = _folder_name(split_parent(path.rstrip("/"))[0]) or "layer"
-    else:
+    except ValueError:  # not a mag name: the folder is the layer
         factor, layer_name = (1, 1, 1), folder or "layer"
     extent = wkw.file_extent_xyz()  # ValueError over HTTP
     size = tuple(e * f for e, f in zip(extent, factor))

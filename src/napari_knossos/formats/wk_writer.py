@@ -23,6 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from . import mags
+from .atomic import atomic_write_bytes
+
 __all__ = [
     "WkLayerSpec",
     "array_metadata",
@@ -67,9 +70,9 @@ def _mag_tuple(mag) -> tuple[int, int, int]:
 
 
 def mag_name(mag) -> str:
-    """Folder name webknossos uses: ``"2"`` for isotropic 2-2-2, ``"2-2-1"`` otherwise."""
-    x, y, z = _mag_tuple(mag)
-    return str(x) if x == y == z else f"{x}-{y}-{z}"
+    """Folder name webknossos uses: ``"2"`` for isotropic 2-2-2, ``"2-2-1"`` otherwise (checked: whole
+    factors >= 1)."""
+    return mags.mag_name(_mag_tuple(mag))
 
 
 def element_class(dtype, num_channels: int = 1) -> str:
@@ -130,9 +133,9 @@ def write_zarr3_mag(path: str | os.PathLike, volume: np.ndarray, shard_shape: in
     data = _as_czyx(volume)
     cxyz = data.transpose(0, 3, 2, 1)
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
     meta = array_metadata(data.dtype, cxyz.shape, shard_shape, chunk_shape)
-    (path / "zarr.json").write_text(json.dumps(meta, sort_keys=True, separators=(",", ":")))
+    text = json.dumps(meta, sort_keys=True, separators=(",", ":"))
+    atomic_write_bytes(path / "zarr.json", text.encode(), durable=False)  # creates the folder
     array = zarr.open_array(str(path), mode="r+")
     _, sx, sy, sz = cxyz.shape
     array[:, :sx, :sy, :sz] = cxyz

@@ -3,8 +3,10 @@
 Any layer our readers open is copied mag by mag in file-aligned blocks on dask (never the whole
 volume in memory): each task reads one block from the source and writes the target files it
 covers (:mod:`.volumes`). The new dataset is built in a temporary sibling folder and renamed into
-place at the end, so a failed conversion leaves nothing half-written at the destination. A
-layer with a single mag gets its pyramid built afterwards (:mod:`.downsample`).
+place at the end, so a failed conversion leaves nothing half-written at the destination. Files are
+not fsync'ed one by one (bulk data): the result is complete when the command returns, and the OS
+flushes it to disk afterwards. A layer with a single mag gets its pyramid built afterwards
+(:mod:`.downsample`).
 
 Layouts written:
 
@@ -36,6 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..formats.atomic import atomic_write_bytes
+from ..formats.mags import parse_mag
 from ..formats.model import Dataset, Layer, Mag, default_contrast_limits, mag_extent
 from . import layouts
 from .volumes import MagTarget, aligned_chunks, block_shape, mag_source, store_blocks
@@ -123,13 +127,8 @@ def _select_mags(layer: Layer, names: Sequence[str] | None) -> list[Mag]:
         return mags
     wanted = []
     for n in names:
-        key = n.replace(",", "-")
-        parts = key.split("-")
-        try:
-            factor = tuple(float(p) for p in parts) * (3 if len(parts) == 1 else 1)
-        except ValueError:
-            raise ValueError(f"mag {n!r}: expected a mag like 2 or 2-2-1") from None
-        found = [i for i, m in enumerate(mags) if m.name == key or tuple(m.factor) == factor]
+        factor = parse_mag(n, f"layer {layer.name!r}: mag {n!r}", integer=False, commas=True)
+        found = [i for i, m in enumerate(mags) if tuple(float(f) for f in m.factor) == factor]
         if not found:
             raise ValueError(f"layer {layer.name!r} has no mag {n!r}; it has {[m.name for m in mags]}")
         wanted += found
@@ -264,18 +263,14 @@ def _plan_webknossos(
                                    channels, end_zyx, (shard,) * 3, dims=(("c", 0), ("x", 1), ("y", 2), ("z", 3)),
                                    token=token)
             else:
-                from ..formats.knossos_writer import atomic_write_bytes
-
                 header = layouts.wkw_header_bytes(layer.dtype, channels, chunk, shard // chunk)
-                atomic_write_bytes(folder / "header.wkw", header)
+                atomic_write_bytes(folder / "header.wkw", header, durable=False)
                 target = MagTarget("wkw", str(root), f"{name}/{wk_writer.mag_name(factor)}", np.dtype(layer.dtype),
                                    channels, end_zyx, (shard,) * 3, token=token)
             plan.jobs.append(_Job(layer, mag, target, origin))
         if data_format == "zarr3":
             text = wk_writer.layer_group_text(factors, voxel)
-            from ..formats.knossos_writer import atomic_write_bytes
-
-            atomic_write_bytes(root / name / "zarr.json", text.encode())
+            atomic_write_bytes(root / name / "zarr.json", text.encode(), durable=False)
         entries.append((layer, name, factors))
 
     def finish(largest: dict) -> None:
@@ -290,10 +285,8 @@ def _plan_webknossos(
                 name, layer.category, layer.dtype, layer.num_channels, offset, size, factors,
                 data_format=data_format, largest_segment_id=largest_id, cube_length=shard,
             ))  # fmt: skip
-        from ..formats.knossos_writer import atomic_write_bytes
-
         text = wk_writer.properties_json(dataset_name, voxel, layer_dicts)
-        atomic_write_bytes(root / "datasource-properties.json", text.encode())
+        atomic_write_bytes(root / "datasource-properties.json", text.encode(), durable=False)
 
     plan.finish.append(finish)
     return plan
@@ -318,7 +311,7 @@ def _knossos_cube_type(layer: Layer) -> tuple[str, np.dtype, dict]:
 
 
 def _plan_knossos(root: Path, dataset_name: str, layers: list[Layer], mags: dict, cube: int, token: str) -> _Plan:
-    from ..formats.knossos_writer import atomic_write_bytes, k_toml_layer_table
+    from ..formats.knossos_writer import k_toml_layer_table
 
     plan = _Plan()
     base = safe_name(dataset_name, "dataset").replace("_mag", "-mag")
@@ -349,7 +342,7 @@ def _plan_knossos(root: Path, dataset_name: str, layers: list[Layer], mags: dict
                                          description=layer.name, color=layer.color, extra_toml=extra_toml))
 
     def finish(largest: dict) -> None:
-        atomic_write_bytes(root / f"{base}.k.toml", "\n".join(tables).encode())
+        atomic_write_bytes(root / f"{base}.k.toml", "\n".join(tables).encode(), durable=False)
 
     plan.finish.append(finish)
     return plan

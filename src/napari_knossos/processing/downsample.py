@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..formats.atomic import atomic_write_bytes
+from ..formats.mags import mag_name
 from ..formats.model import Dataset, Layer, Mag, mag_extent
 from . import layouts
 from .convert import layer_geometry, mag_grid_origin
@@ -202,11 +204,6 @@ def _downsample_task(index, source: MagSource, target: MagTarget, ratio, out_bou
 
 
 # ---------------------------------------------------------------------------------------- editors
-def _mag_name(factor) -> str:
-    x, y, z = (int(v) for v in factor)
-    return str(x) if x == y == z else f"{x}-{y}-{z}"
-
-
 def _factor(mag: Mag, layer: Layer) -> Factor:
     out = tuple(round(f) for f in mag.factor)
     if any(abs(f - o) > 1e-6 for f, o in zip(mag.factor, out)):
@@ -288,7 +285,7 @@ class _WebknossosEditor(_Editor):
         offset, size = layer_geometry(layer)
         origin, shape = mag_extent(size, offset, t)
         end = tuple(o + n for o, n in zip(origin, shape))
-        folder = Path(source.path).parent / _mag_name(t)
+        folder = Path(source.path).parent / mag_name(t)
         vbytes = np.dtype(layer.dtype).itemsize * layer.num_channels
         arr = source.array
         if isinstance(arr, WkwArray):
@@ -298,9 +295,7 @@ class _WebknossosEditor(_Editor):
                 raise FileExistsError(f"{folder} exists; remove it or choose other mags")
             per_dim = (int(math.log2(file_len)) << 4) | h.block_len_log2
             header = struct.pack("<3sBBBBBQ", b"WKW", 1, per_dim, h.block_type, h.voxel_type, h.voxel_size, 0)
-            from ..formats.knossos_writer import atomic_write_bytes
-
-            atomic_write_bytes(folder / "header.wkw", header)
+            atomic_write_bytes(folder / "header.wkw", header, durable=False)
             edge = file_len * h.block_len
             target = MagTarget("wkw", str(folder.parent), folder.name, np.dtype(layer.dtype), layer.num_channels,
                                end, (edge,) * 3, token=token)
@@ -356,13 +351,13 @@ class _WebknossosEditor(_Editor):
         ms = ome["multiscales"][0]
         names = [str(a.get("name")) for a in ms.get("axes", [])]
         datasets = ms.get("datasets") or []
-        s_name = _mag_name(_factor(source, self.layer))
+        s_name = mag_name(_factor(source, self.layer))
         template = next((d for d in datasets if d.get("path") == s_name), None)
-        if template is None or any(d.get("path") == _mag_name(t) for d in datasets):
+        if template is None or any(d.get("path") == mag_name(t) for d in datasets):
             return
         ratio = dict(zip("xyz", (a // b for a, b in zip(t, _factor(source, self.layer)))))
         new = copy.deepcopy(template)
-        new["path"] = _mag_name(t)
+        new["path"] = mag_name(t)
         for ct in new.get("coordinateTransformations", []):
             if ct.get("type") == "scale":
                 ct["scale"] = [v * ratio.get(n, 1) for v, n in zip(ct["scale"], names)]
@@ -492,7 +487,7 @@ class _KnossosEditor(_Editor):
             if all(a >= b for a, b in zip(t, last)) and t != last:
                 if self.dialect == "legacy" and not (t[0] == t[1] == t[2] and t[0] & (t[0] - 1) == 0):
                     raise ValueError(f"{self.config}: a knossos.conf dataset holds isotropic power-of-two mags only, "
-                                     f"not {_mag_name(t)}; convert it to KNOSSOS (.k.toml) for anisotropic mags")
+                                     f"not {mag_name(t)}; convert it to KNOSSOS (.k.toml) for anisotropic mags")
                 out.append(t)
                 last = t
         return out
@@ -527,7 +522,7 @@ class _KnossosEditor(_Editor):
                               if l.extra.get("file_extension") in (".raw", ".png", ".jpg")]
                 text = legacy_conf_text(layer.extra["experiment_name"], boundary, scale, folder, cube[0],
                                         (image_exts or [".raw"])[0])
-                layouts.atomic_write_bytes(root / f"mag{folder}" / "knossos.conf", text.encode())
+                atomic_write_bytes(root / f"mag{folder}" / "knossos.conf", text.encode(), durable=False)
             else:
                 self._extend_toml(t)
             self.folders.append(folder)
@@ -563,7 +558,7 @@ class _KnossosEditor(_Editor):
         check = tomllib.loads(new_text)["Layer"][index]["VoxelSize_nm"]
         if len(check) != len(sizes):
             raise ValueError(f"{self.config}: could not extend VoxelSize_nm")
-        layouts.atomic_write_bytes(self.config, new_text.encode())
+        atomic_write_bytes(self.config, new_text.encode(), durable=False)
 
 
 def _toml_number(v: float) -> str:
@@ -692,11 +687,11 @@ def downsample_dataset(
                 have = [(m, _factor(m, layer)) for m in layer.mags]
                 sources = [m for m, f in have if f != t and all(a % b == 0 for a, b in zip(t, f))]
                 if not sources:
-                    raise ValueError(f"layer {name!r}: no existing mag divides {_mag_name(t)}")
+                    raise ValueError(f"layer {name!r}: no existing mag divides {mag_name(t)}")
                 source = max(sources, key=lambda m: (math.prod(m.factor), max(m.factor)))
                 layer_mode = mode if mode != "auto" else ("mode" if layer.is_segmentation else "mean")
                 commits.append(_downsample_one(path, layer, source, t, editor, layer_mode, scheduler, progress))
-                built[name].append(_mag_name(t))
+                built[name].append(mag_name(t))
             for commit in commits:
                 commit()
         dataset = open_dataset(path)

@@ -1,7 +1,7 @@
 """Metadata files of the arrays processing creates: zarr v3 arrays, WKW headers, OME-Zarr 0.5.
 
 Only metadata: chunk data is written by :class:`.volumes.MagTarget`. JSON files are replaced
-atomically (temporary file beside them, then ``os.replace``).
+atomically and not fsync'ed (bulk dataset writing, see :mod:`..formats.atomic`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..formats.knossos_writer import atomic_write_bytes
+from ..formats.atomic import atomic_write_bytes
 
 __all__ = [
     "OME_VERSION",
@@ -34,8 +34,8 @@ MAX_SHARD_BYTES = 64 * 2**20  # shards/WKW files processing creates hold at most
 
 
 def write_json(path: str | os.PathLike, obj, indent: int | None = 4) -> None:
-    """Write ``obj`` as JSON to ``path`` atomically."""
-    atomic_write_bytes(path, (json.dumps(obj, indent=indent) + ("\n" if indent else "")).encode())
+    """Write ``obj`` as JSON to ``path`` atomically (not fsync'ed)."""
+    atomic_write_bytes(path, (json.dumps(obj, indent=indent) + ("\n" if indent else "")).encode(), durable=False)
 
 
 def read_json(path: str | os.PathLike) -> dict:

@@ -44,6 +44,9 @@ from pathlib import Path
 import numpy as np
 
 from ..annotation.ply import Mesh, write_ply
+from ..formats.atomic import atomic_write_bytes
+from ..formats.mags import mag_name
+from ..formats.mags import parse_mag as parse_mag_name
 from .scheduler import compute
 
 __all__ = [
@@ -99,7 +102,7 @@ class SegmentationSource:
             raise ValueError(f"{name}: segment ids must be integers, not {self.dtype}")
 
     def __repr__(self) -> str:
-        return f"SegmentationSource({self.name!r}, mags {[_mag_label(m) for m in self.mags]}, {self.dtype})"
+        return f"SegmentationSource({self.name!r}, mags {[mag_name(m) for m in self.mags]}, {self.dtype})"
 
     def __dask_tokenize__(self):
         return ("SegmentationSource", self._token)
@@ -110,7 +113,7 @@ class SegmentationSource:
         for i, m in enumerate(self.mags):
             if m == factor:
                 return i
-        raise KeyError(f"{self.name}: no mag {_mag_label(factor)}; it has {[_mag_label(m) for m in self.mags]}")
+        raise KeyError(f"{self.name}: no mag {mag_name(factor)}; it has {[mag_name(m) for m in self.mags]}")
 
     def factor_zyx(self, mi: int) -> np.ndarray:
         return np.asarray(self.mags[mi][::-1], np.float64)
@@ -132,24 +135,9 @@ class SegmentationSource:
         return out
 
 
-def _mag_label(factor) -> str:
-    f = [int(v) if float(v).is_integer() else v for v in factor]
-    return str(f[0]) if len(set(f)) == 1 else "-".join(str(v) for v in f)
-
-
-def parse_mag(mag) -> tuple[float, float, float]:
-    """A mag factor (x, y, z) from an int, a 3-sequence or a name (``"2"``, ``"2-2-1"``)."""
-    if isinstance(mag, str):
-        parts = mag.replace(",", "-").split("-")
-        try:
-            values = [float(p) for p in parts]
-        except ValueError:
-            raise ValueError(f"mag {mag!r}: expected a number or x-y-z such as 2-2-1") from None
-        mag = values[0] if len(values) == 1 else values
-    factor = tuple(float(v) for v in np.broadcast_to(np.asarray(mag, np.float64), 3))
-    if min(factor) <= 0:
-        raise ValueError(f"mag {mag!r}: factors must be positive")
-    return factor
+def parse_mag(mag, where: str = "mag") -> tuple[float, float, float]:
+    """A mag factor (x, y, z) from a number, a 3-sequence or a name (``"2"``, ``"2-2-1"``, ``"2,2,1"``)."""
+    return parse_mag_name(mag, where, integer=False, commas=True)
 
 
 def _blocks_for(chunk_zyx) -> Vec:
@@ -388,7 +376,7 @@ def _segment_mask(src: SegmentationSource, mi: int, ids: np.ndarray, box1: Box, 
         voxels = math.prod(max(b - a, 0) for a, b in zip(lo, hi))
         if voxels > max_voxels:
             raise SegmentTooLarge(f"{src.name}: segment box {tuple(b - a for a, b in zip(lo, hi))} (z, y, x) at "
-                                  f"mag {_mag_label(src.mags[mi])} has {voxels} voxels, more than {max_voxels}; "
+                                  f"mag {mag_name(src.mags[mi])} has {voxels} voxels, more than {max_voxels}; "
                                   "mesh it at a coarser mag or pass bounds")
         mask = _read_mask(src, mi, ids, (tuple(lo), tuple(hi)))
         if not grow or not mask.any():
@@ -582,7 +570,7 @@ def segment_mesh(source, segment_ids, mag=(1, 1, 1), *, voxel_size_xyz=None, smo
                          decimation=decimation, max_voxels=max_voxels)
     if mesh is None:
         where = f" inside {bounds}" if bounds is not None else ""
-        raise LookupError(f"{src.name}: segment {ids.tolist()} not found at mag {_mag_label(src.mags[mi])}"
+        raise LookupError(f"{src.name}: segment {ids.tolist()} not found at mag {mag_name(src.mags[mi])}"
                           f" or coarser{where}")
     return mesh
 
@@ -677,24 +665,22 @@ def meshes_for_segments(source, segment_ids, mag=(1, 1, 1), *, voxel_size_xyz=No
     missing = [key for key, mesh in zip(keys, results) if mesh is None]
     too_large = [key for key, mesh in zip(keys, results) if isinstance(mesh, str)]
     if missing:
-        warnings.warn(f"{src.name}: segments not found at mag {_mag_label(src.mags[mi])}: {missing}",
+        warnings.warn(f"{src.name}: segments not found at mag {mag_name(src.mags[mi])}: {missing}",
                       RuntimeWarning, stacklevel=2)
     if too_large:
         warnings.warn(f"{src.name}: segments skipped, more than {max_voxels} voxels in their box at mag "
-                      f"{_mag_label(src.mags[mi])} (use a coarser mag): {too_large}", RuntimeWarning, stacklevel=2)
+                      f"{mag_name(src.mags[mi])} (use a coarser mag): {too_large}", RuntimeWarning, stacklevel=2)
     return meshes
 
 
 def write_meshes(meshes: Mapping, out_dir, binary: bool = True) -> list[Path]:
     """Write every mesh as ``{key}.ply`` in ``out_dir`` (created), each atomically; the paths."""
-    from ..formats.knossos_writer import atomic_write_bytes
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for key, mesh in meshes.items():
         path = out / f"{key}.ply"
-        atomic_write_bytes(path, write_ply(mesh, binary=binary))
+        atomic_write_bytes(path, write_ply(mesh, binary=binary), durable=False)
         paths.append(path)
     return paths
 
@@ -732,7 +718,7 @@ def _run_mesh(args) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimeWarning)
         meshes = meshes_for_segments(
-            args.path, segments, parse_mag(args.mag), layer=args.layer, smooth_iterations=args.smooth,
+            args.path, segments, parse_mag(args.mag, "--mag"), layer=args.layer, smooth_iterations=args.smooth,
             target_faces=args.faces, decimation=args.decimation, scheduler=args.scheduler, progress=args.progress,
         )
     for warning in caught:

@@ -33,6 +33,7 @@ import numpy as np
 from ..annotation.graph import adjacency, path_lengths_nm
 from ..annotation.skeleton import Skeleton
 from ..annotation.synapses import synapse_table
+from ..formats.atomic import atomic_write_bytes
 
 __all__ = ["TREE_COLUMNS", "add_cli_commands", "format_table", "nml_stats", "read_skeleton", "skeleton_stats",
            "write_stats_csv"]
@@ -170,8 +171,6 @@ def format_table(stats: dict, max_name: int = 24) -> str:
 
 def write_stats_csv(stats: dict, path) -> None:
     """One CSV row per tree (columns :data:`TREE_COLUMNS`), written atomically."""
-    from ..formats.knossos_writer import atomic_write_bytes
-
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(TREE_COLUMNS)

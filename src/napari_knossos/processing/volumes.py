@@ -193,6 +193,7 @@ class MagTarget:
         layer = Layer(name=self.key, category="color", dtype=self.dtype, voxel_size=factor, mags=[mag],
                       num_channels=self.channels, format=self.kind, source=self.root, extra=extra)
         writer = chunk_writer(layer, factor)
+        writer.durable = False  # bulk writing: no fsync per chunk file
         # no write-through copies: nothing reads this new array in this process (the chunk buffers
         # passed to write_chunks are reused)
         writer._cache_put = _no_cache_put
