@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 from qtpy.QtCore import QPoint
 
 
@@ -37,3 +38,13 @@ def pixel_of(viewer, scale_zyx, y, x) -> QPoint:
     cy, cx = cam.center[-2:]
     return QPoint(round((x * scale_zyx[2] - cx) * cam.zoom + native.width() / 2),
                   round((y * scale_zyx[1] - cy) * cam.zoom + native.height() / 2))
+
+
+def blocks(shape_zyx, block=16, seed=0) -> np.ndarray:
+    """A segmentation of cubes of ``block`` voxels per axis with ids 1..N (no background), deterministic."""
+    rng = np.random.default_rng(seed)
+    grid = [-(-s // block) for s in shape_zyx]
+    seg = rng.permutation(np.prod(grid)).reshape(grid).astype(np.uint32) + 1
+    for axis in range(3):
+        seg = np.repeat(seg, block, axis=axis)
+    return np.ascontiguousarray(seg[tuple(slice(0, s) for s in shape_zyx)])

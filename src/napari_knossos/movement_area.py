@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .skeleton_layers import AXIS_LABELS, UNITS
+from .view_geometry import current_slice, displayed_axes, field_of_view, hidden_axis, slice_world
 
 __all__ = ["MovementAreaOverlay", "area_box_zyx", "box_from_rectangle", "box_from_view"]
 
@@ -46,33 +47,10 @@ def box_from_rectangle(corners_zyx, displayed, hidden_range) -> tuple[tuple, tup
 def box_from_view(viewer, scale_zyx, depth: int) -> tuple[tuple, tuple]:
     """(top_left, size) (x, y, z) voxels of napari's current 2-D field of view, ``depth`` slices
     deep around the current slice."""
-    displayed = _displayed(viewer)
-    hidden = next(a for a in range(3) if a not in displayed)
-    center = np.asarray(viewer.scene.camera.center, np.float64)[-len(displayed):]
-    size_px = np.asarray(_canvas_size(viewer), np.float64)
-    half_world = size_px[::-1] / 2 / float(viewer.scene.camera.zoom)  # (rows, cols) → displayed axes order
-    scale = np.asarray(scale_zyx, np.float64)
-    corners = np.zeros((2, 3))
-    for i, axis in enumerate(displayed):
-        corners[0, axis] = (center[i] - half_world[i]) / scale[axis]
-        corners[1, axis] = (center[i] + half_world[i]) / scale[axis]
-    current = float(viewer.dims.point[viewer.dims.ndim - 3 + hidden]) / scale[hidden]
+    lo, hi = field_of_view(viewer, scale_zyx)
+    current = round(current_slice(viewer, scale_zyx))
     half = depth // 2
-    return box_from_rectangle(corners, displayed, (round(current) - half, round(current) - half + depth))
-
-
-def _canvas_size(viewer) -> tuple[int, int]:
-    """(width, height) of the canvas in pixels (public ``viewer.canvas.size`` in napari 0.9)."""
-    size = getattr(getattr(viewer, "canvas", None), "size", None)
-    if size is not None:
-        h, w = size  # napari: (height, width)
-        return int(w), int(h)
-    return 800, 600
-
-
-def _displayed(viewer) -> list[int]:
-    offset = viewer.dims.ndim - 3
-    return [a - offset for a in viewer.dims.displayed]
+    return box_from_rectangle(np.stack([lo, hi]), displayed_axes(viewer), (current - half, current - half + depth))
 
 
 class MovementAreaOverlay:
@@ -122,15 +100,12 @@ class MovementAreaOverlay:
             lo, hi = np.zeros(3), np.zeros(3)
         return np.floor(lo / self.scale_zyx), np.ceil(hi / self.scale_zyx)
 
-    def _hidden(self) -> int:
-        return next(a for a in range(3) if a not in _displayed(self.viewer))
-
     def _slice(self) -> tuple[int, float]:
         """(voxel index shown, world offset): napari's slice positions can sit half a voxel off
         the grid (a mesh reaching to -0.5 shifts the dims range), and Shapes are only drawn when
         the slice falls on an integer data coordinate, so the layer is translated by the offset."""
-        hidden = self._hidden()
-        world = float(self.viewer.dims.point[self.viewer.dims.ndim - 3 + hidden])
+        hidden = hidden_axis(self.viewer)
+        world = slice_world(self.viewer)
         step = float(self.scale_zyx[hidden])
         index = round(world / step)
         return index, world - index * step
@@ -144,8 +119,8 @@ class MovementAreaOverlay:
         lo, hi = box
         e_lo, e_hi = self._extent_voxels()
         e_lo, e_hi = np.minimum(e_lo, lo) - 1, np.maximum(e_hi, hi) + 1
-        displayed = _displayed(self.viewer)
-        hidden = self._hidden()
+        displayed = displayed_axes(self.viewer)
+        hidden = hidden_axis(self.viewer)
         current, _ = self._slice()
         a, b = displayed
 
@@ -187,7 +162,7 @@ class MovementAreaOverlay:
         layer.visible = bool(rects)
         if rects:
             translate = np.zeros(3)
-            translate[self._hidden()] = self._slice()[1]
+            translate[hidden_axis(self.viewer)] = self._slice()[1]
             if not np.allclose(layer.translate, translate):
                 layer.translate = translate
         if not rects:

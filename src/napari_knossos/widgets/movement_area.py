@@ -8,6 +8,7 @@ from magicgui.widgets import Container, FloatSlider, Label, PushButton, SpinBox
 from ..annotation.editing import EditRefused
 from ..movement_area import MovementAreaOverlay, box_from_rectangle, box_from_view
 from ..tracing import SESSION_KEY, TracingSession, find_skeleton_layers
+from ..view_geometry import displayed_axes, hidden_axis
 
 __all__ = ["MovementAreaWidget", "session_for"]
 
@@ -128,9 +129,8 @@ class MovementAreaWidget(Container):
         if layer is None or action != "added" or not len(layer.data):
             return
         corners = np.asarray(layer.data[-1], np.float64)  # layer data: voxels (z, y, x)
-        offset = self.viewer.dims.ndim - 3
-        displayed = [a - offset for a in self.viewer.dims.displayed]
-        hidden = next(a for a in range(3) if a not in displayed)
+        displayed = displayed_axes(self.viewer)
+        hidden = hidden_axis(self.viewer)
         current = round(float(corners[0, hidden]))
         depth = int(self.depth.value)
         top_left, size = box_from_rectangle(corners + 0.5, displayed, (current - depth // 2, current - depth // 2 + depth))
