@@ -25,3 +25,10 @@ def copy_data(tmp_path):
         return dst
 
     return _copy
+
+
+@pytest.fixture(autouse=True)
+def config_dir(tmp_path, monkeypatch) -> Path:
+    """No test reads or writes the user's real napari-knossos settings: they live here."""
+    monkeypatch.setenv("NAPARI_KNOSSOS_CONFIG_DIR", str(tmp_path / "config"))
+    return tmp_path / "config"

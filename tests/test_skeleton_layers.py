@@ -123,3 +123,53 @@ def test_new_layer_survives_being_emptied_and_refilled(skel):
     editor.place_node((3, 3, 7))
     assert sync.new_points.features["node_id"].tolist()[:3] == [4, 5, -1]
     assert sync.new_points.features["comment"].tolist()[:2] == ["", ""]
+
+
+def test_match_comment_slots_first_case_insensitive_substring():
+    """KNOSSOS CommentSetting: a comment matches a slot whose non-empty text it contains, ignoring
+    case; the first such slot wins."""
+    from napari_knossos.skeleton_layers import match_comment_slots
+
+    slots = ["", "soma", "Seed", "soma end"]
+    got = match_comment_slots(["Soma body", "seed 3", "SOMA END", "axon", "", "seedsoma"], slots)
+    assert got.tolist() == [1, 2, 1, -1, -1, 1]
+
+
+def test_comment_highlights_colour_and_radius_then_property_styles_win(skel):
+    points, vectors = make_layers(skel)
+    sync = SkeletonSync(skel, points, vectors)
+    tree_face = np.array(points.face_color)
+    green = (0.0, 1.0, 0.0, 1.0)
+    sync.set_comment_highlights([("", None, None), ("SOM", green, 4.0), ("soma", (0, 0, 1, 1), 9.0)])
+    np.testing.assert_allclose(points.face_color[1], green)  # node 2 "soma": the first matching slot
+    np.testing.assert_allclose(points.face_color[[0, 2]], tree_face[[0, 2]])
+    np.testing.assert_allclose(points.border_color[1], green)  # no ring: border = face
+    assert points.size.tolist() == [4.0, 8.0, 3.0]  # diameter = 2 × slot radius
+    # a slot without colour or radius leaves those alone
+    sync.set_comment_highlights([("soma", None, 2.5)])
+    np.testing.assert_allclose(points.face_color[1], tree_face[1])
+    assert points.size.tolist() == [4.0, 5.0, 3.0]
+    # the highlight follows the comment on refresh
+    skel.set_comment(3, "a Soma too")
+    sync.refresh()
+    assert points.size.tolist() == [4.0, 5.0, 5.0]
+    # KNOSSOS: radius = scale × property value; the property wins over the comment radius
+    sync.set_style(size_property="myNumber", radius_scale=0.5)
+    assert points.size.tolist() == [4.0, 5.0, 42.0]
+
+
+def test_property_colour_range_and_vectorised_values(skel):
+    from napari.utils.colormaps import ensure_colormap
+
+    skel.node_properties["depth"] = {1: "0", 2: "5", 3: "not a number"}
+    points, vectors = make_layers(skel)
+    sync = SkeletonSync(skel, points, vectors)
+    tree_face = np.array(points.face_color)
+    cmap = ensure_colormap("viridis")
+    sync.set_style(color_property="depth", colormap="viridis")  # auto range 0–5
+    np.testing.assert_allclose(points.face_color[:2], cmap.map(np.array([0.0, 1.0])), atol=1e-6)
+    np.testing.assert_allclose(points.face_color[2], tree_face[2])  # not numeric: tree colour
+    sync.set_style(color_property="depth", colormap="viridis", color_range=(0.0, 10.0))
+    np.testing.assert_allclose(points.face_color[1], cmap.map(np.array([0.5]))[0], atol=1e-6)
+    sync.set_style()  # off again
+    np.testing.assert_allclose(points.face_color, tree_face)

@@ -432,3 +432,93 @@ def test_skeleton_depth_shows_and_picks_nearby_slices(traced):
     widget.depth.setValue(0)
     qtbot.wait(20)
     assert seen(60, 60) < 30
+
+
+def _green_run(viewer, y, x) -> int:
+    """Width in screenshot pixels of the green run through voxel (y, x) on its row."""
+    shot = viewer.screenshot(canvas_only=True, flash=False).astype(int)
+    sx = shot.shape[1] / canvas(viewer).width()
+    p = pixel_of(viewer, y, x)
+    row = shot[int(p.y() * sx), :, :3]
+    green = (row[:, 1] > 150) & (row[:, 0] < 90) & (row[:, 2] < 90)
+    x0 = int(p.x() * sx)
+    if not green[x0]:
+        return 0
+    left, right = x0, x0
+    while left > 0 and green[left - 1]:
+        left -= 1
+    while right < len(green) - 1 and green[right + 1]:
+        right += 1
+    return right - left + 1
+
+
+def test_comment_slot_colour_and_radius_highlight_matching_nodes(traced):
+    viewer, widget, qtbot = traced
+    session = widget.session
+    click(viewer, qtbot, 100, 80)
+    click(viewer, qtbot, 100, 130)  # the active node: ringed red
+    session.sync.flush()
+    qtbot.keyClicks(widget.slot_edits[2], "soma")
+    widget.set_slot_color(2, (0.0, 1.0, 0.0))
+    session.editor.set_comment(1, "big SOMA here")  # contains the slot text, ignoring case
+    points = session.points
+    qtbot.waitUntil(lambda: np.allclose(points.face_color[0], [0, 1, 0, 1]), timeout=3000)
+    assert not np.allclose(points.face_color[1], [0, 1, 0, 1])  # no comment, tree colour
+    np.testing.assert_allclose(points.border_color[0], [0, 1, 0, 1])  # not ringed
+    qtbot.wait(50)
+    shot = viewer.screenshot(canvas_only=True, flash=False)
+    sx = shot.shape[1] / canvas(viewer).width()
+    for (y, x), want_green in (((100, 80), True), ((100, 130), False)):
+        p = pixel_of(viewer, y, x)
+        r, g, b = shot[int(p.y() * sx), int(p.x() * sx), :3].astype(int)
+        assert (g > 200 and r < 60 and b < 60) == want_green, (y, x, r, g, b)
+    small = _green_run(viewer, 100, 80)
+    assert points.size[0] == 3.0 and small > 0  # KNOSSOS default radius 1.5 voxels
+    widget.slot_radius_spins[2].setValue(6.0)  # the slot's radius, in voxels
+    qtbot.waitUntil(lambda: points.size[0] == 12.0, timeout=3000)
+    assert points.size[1] == 3.0
+    qtbot.wait(50)
+    big = _green_run(viewer, 100, 80)
+    assert big > 3 * small, (small, big)
+    # an earlier slot that also matches wins; switching comment colours off restores the tree colour
+    widget.slot_edits[0].setText("big")
+    widget.set_slot_color(0, (1.0, 0.0, 1.0))
+    qtbot.waitUntil(lambda: np.allclose(points.face_color[0], [1, 0, 1, 1]), timeout=3000)
+    assert points.size[0] == 3.0  # slot 1 has no radius
+    widget.comment_colors.setChecked(False)
+    qtbot.waitUntil(lambda: np.allclose(points.face_color[0], points.face_color[1]), timeout=3000)
+    # Ctrl+1 comments with slot 1's text: the node takes its highlight at once
+    widget.comment_colors.setChecked(True)
+    key(viewer, qtbot, Qt.Key.Key_1, Qt.KeyboardModifier.ControlModifier)
+    assert session.skel.comments[2] == "big"
+    qtbot.waitUntil(lambda: np.allclose(points.face_color[1], [1, 0, 1, 1]), timeout=3000)
+
+
+def test_settings_survive_a_restart_and_a_corrupt_file_gives_defaults(traced, make_napari_viewer, config_dir):
+    _viewer, widget, qtbot = traced
+    path = config_dir / "tracing-settings.json"
+    assert widget.settings_file == path and not path.exists()
+    widget.slot_edits[0].setText("seed")
+    widget.set_slot_color(0, (0.0, 1.0, 0.0, 1.0))
+    widget.slot_radius_spins[0].setValue(4.0)
+    widget.slot_edits[9].setText("ending")
+    widget.depth.setValue(5)
+    widget.comment_radii.setChecked(False)
+    widget.color_auto.setChecked(False)
+    widget.color_max.setValue(20.0)
+    qtbot.waitUntil(path.exists, timeout=3000)  # saved shortly after the changes, by itself
+    qtbot.wait(600)
+    assert [p.name for p in config_dir.iterdir()] == ["tracing-settings.json"]  # atomic: no temp left
+    again = TracingWidget(make_napari_viewer())  # a new napari: no layers, no session
+    assert again.session is None
+    assert [s.text for s in again.comment_slots()] == ["seed"] + [""] * 8 + ["ending"]
+    assert again.comment_slots()[0].color == (0.0, 1.0, 0.0, 1.0) and again.comment_slots()[0].radius == 4.0
+    assert again.depth.value() == 5 and not again.comment_radii.isChecked()
+    assert not again.color_auto.isChecked() and again.color_max.value() == 20.0
+    assert again.current_settings() == widget.current_settings()
+    path.write_text('{"comment_slots": [{"text": "seed", "color": "green"}]')
+    with pytest.warns(UserWarning, match="tracing-settings.json") as caught:
+        fresh = TracingWidget(make_napari_viewer())
+    assert len(caught) == 1 and str(path) in str(caught[0].message)
+    assert str(path) in fresh.status_label.text()
+    assert fresh.comment_slots()[0].text == "" and fresh.depth.value() == 2

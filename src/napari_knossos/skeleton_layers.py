@@ -24,6 +24,7 @@ __all__ = [
     "SKELETON_KEY",
     "SkeletonSync",
     "edge_vectors",
+    "match_comment_slots",
     "node_features",
     "skeleton_layer_data",
     "tree_colors",
@@ -174,11 +175,27 @@ def skeleton_layer_data(skel: Skeleton, voxel_size_xyz=None, name: str = "skelet
     return [(points_data(skel), points_kwargs, "points"), (edge_vectors(skel), vectors_kwargs, "vectors")]
 
 
-def _to_float(text) -> float:
-    try:
-        return float(text)
-    except (TypeError, ValueError):
-        return np.nan
+def _numbers(texts) -> np.ndarray:
+    """Property texts as floats (NaN where not a number), vectorised."""
+    return pd.to_numeric(pd.Series(list(texts), dtype=object), errors="coerce").to_numpy(np.float64)
+
+
+def match_comment_slots(comments, slot_texts) -> np.ndarray:
+    """Per comment, the index of the first slot whose non-empty text it contains, ignoring case
+    (KNOSSOS ``CommentSetting::getColor``/``getRadius``); -1 where none does.
+
+    Each distinct comment text is matched once, so the cost follows the distinct texts, not the nodes.
+    """
+    keys = [t.casefold() for t in slot_texts]
+    codes, uniques = pd.factorize(pd.Series(list(comments), dtype=object))
+    first = np.full(len(uniques) + 1, -1, np.int64)  # last entry: code -1 (missing)
+    for u, text in enumerate(uniques):
+        folded = str(text).casefold()
+        for slot, key in enumerate(keys):
+            if key and key in folded:
+                first[u] = slot
+                break
+    return first[codes]
 
 
 def _recent_layers_kwargs(points, vectors) -> tuple[dict, dict]:
@@ -225,6 +242,9 @@ class SkeletonSync:
         self.size_property: str | None = None
         self.color_property: str | None = None
         self.colormap = "viridis"
+        self.radius_scale = 1.0
+        self.color_range: tuple[float, float] | None = None
+        self.comment_highlights: list[tuple[str, tuple | None, float | None]] = []
         self._removing: dict[int, list[int]] = {}
         self._updating = False
         self._handlers = {}
@@ -350,13 +370,15 @@ class SkeletonSync:
         self.redraw_highlight()
 
     def _prefix_unchanged(self) -> bool:
-        """Are model rows [:main_rows] and edges [:main_edges] still what the main layers show?"""
+        """Are model rows [:main_rows] and edges [:main_edges] still what the main layers show,
+        and can rows past them go to the "(new)" layers?"""
+        return self._prefix_same() and self.add_layer is not None
+
+    def _prefix_same(self) -> bool:
         ids, n0, m0 = self.skel.nodes["id"], self.main_rows, self.main_edges
         if len(ids) < n0 or (n0 and int(ids[n0 - 1]) != self._main_last_id):
             return False
-        if self.skel.num_edges < m0 or (m0 and tuple(self.skel.edges[m0 - 1]) != self._main_last_edge):
-            return False
-        return self.add_layer is not None
+        return not (self.skel.num_edges < m0 or (m0 and tuple(self.skel.edges[m0 - 1]) != self._main_last_edge))
 
     def _ensure_new_layers(self) -> None:
         if self.new_points is not None:
@@ -428,7 +450,7 @@ class SkeletonSync:
             face = np.array([colors.get(int(t), _palette([t])[0]) for t in trees], np.float32).reshape(-1, 4)
             radius = _radius_voxels(skel, self.voxel_size_xyz, sl)
             size = np.maximum(2 * radius, 2.0)
-            if n_new and (self.size_property or self.color_property):
+            if n_new and self._has_style():
                 size, face = self._styled(sl, size, face)
             data = points.data  # the layer's own array: written in place
             data[:n_new] = np.stack([skel.nodes["z"][sl], skel.nodes["y"][sl], skel.nodes["x"][sl]], axis=1)
@@ -531,48 +553,120 @@ class SkeletonSync:
                 self.new_points.border_color = border
 
     def set_style(self, size_property: str | None = None, color_property: str | None = None,
-                  colormap: str = "viridis") -> None:
-        """Drive node size and/or face colour by a numeric node property (None: radius / tree
-        colour). Size maps the property's range to 1–4× the default size; colour through
-        ``colormap`` over the property's range. Nodes without the property keep the default."""
+                  colormap: str = "viridis", *, radius_scale: float = 1.0,
+                  color_range: tuple[float, float] | None = None) -> None:
+        """Drive node radius and/or face colour by a numeric node property, as KNOSSOS does (None:
+        radius / tree colour). Radius = ``radius_scale`` × value; colour = ``colormap`` over
+        ``color_range`` (None or empty: the property's own min–max), clipped. Nodes without the
+        property keep their radius and colour. Property styles win over comment highlights."""
         self.size_property, self.color_property, self.colormap = size_property, color_property, colormap
-        self.refresh()
+        self.radius_scale = float(radius_scale)
+        self.color_range = tuple(map(float, color_range)) if color_range is not None else None
+        self.restyle()
 
-    def _property_values(self, name: str, rows) -> np.ndarray:
+    def set_comment_highlights(self, slots, *, redraw: bool = True) -> None:
+        """Highlight commented nodes: ``slots`` are ``(text, rgba or None, radius or None)``; a node
+        whose comment contains a slot's text (ignoring case) takes the first such slot's colour
+        and radius (voxels), where set (KNOSSOS comment settings)."""
+        self.comment_highlights = [(str(t or ""), None if c is None else tuple(map(float, c)),
+                                    None if r is None or not r > 0 else float(r)) for t, c, r in slots]
+        if redraw:
+            self.restyle()
+
+    def _has_style(self) -> bool:
+        return bool(self.size_property or self.color_property
+                    or any(t and (c is not None or r is not None) for t, c, r in self.comment_highlights))
+
+    def _property_table(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """A node property's (sorted node ids, values as floats; NaN where not a number)."""
         values = self.skel.node_properties.get(name, {})
+        keys = np.fromiter(values, np.int64, len(values))
+        vals = _numbers(values.values())
+        order = np.argsort(keys)
+        return keys[order], vals[order]
+
+    def _property_values(self, table: tuple[np.ndarray, np.ndarray], rows) -> np.ndarray:
+        keys, vals = table
         ids = self.skel.nodes["id"][rows]
         out = np.full(len(ids), np.nan)
-        if values:
-            keys = np.fromiter(values, np.int64, len(values))
-            vals = np.array([_to_float(v) for v in values.values()])
-            order = np.argsort(keys)
-            keys, vals = keys[order], vals[order]
+        if len(keys) and len(ids):
             at = np.clip(np.searchsorted(keys, ids), 0, len(keys) - 1)
             hit = keys[at] == ids
             out[hit] = vals[at[hit]]
         return out
 
-    def _property_range(self, name: str) -> tuple[float, float]:
-        vals = np.array([_to_float(v) for v in self.skel.node_properties.get(name, {}).values()])
-        vals = vals[np.isfinite(vals)]
+    @staticmethod
+    def _property_range(table: tuple[np.ndarray, np.ndarray]) -> tuple[float, float]:
+        vals = table[1][np.isfinite(table[1])]
         return (float(vals.min()), float(vals.max())) if len(vals) else (0.0, 1.0)
 
-    def _styled(self, rows, size: np.ndarray, face: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Size and face colour of ``rows`` after :meth:`set_style`."""
+    def _comment_style(self, rows: slice) -> tuple[np.ndarray, np.ndarray]:
+        """(row offsets within ``rows``, slot index) of the nodes whose comment matches a slot."""
+        comments = self.skel.comments
+        texts = [t for t, _, _ in self.comment_highlights]
+        if not comments or not any(texts):
+            return np.empty(0, np.intp), np.empty(0, np.int64)
+        slot = match_comment_slots(comments.values(), texts)
+        hit = slot >= 0
+        ids = np.fromiter(comments, np.int64, len(comments))[hit]
+        slot = slot[hit]
+        at = self.skel.rows(ids)
+        start, stop, _ = rows.indices(self.skel.num_nodes)
+        inside = (at >= start) & (at < stop)
+        return at[inside] - start, slot[inside]
+
+    def _styled(self, rows: slice, size: np.ndarray, face: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Size and face colour of model ``rows`` after comment highlights and :meth:`set_style`."""
+        size = np.array(size, np.float64)
+        face = np.array(face, np.float32)
+        if self.comment_highlights:
+            at, slot = self._comment_style(rows)
+            if len(at):
+                colors = np.array([c if c is not None else (np.nan,) * 4 for _, c, _ in self.comment_highlights],
+                                  np.float32)[slot]
+                has_color = np.isfinite(colors[:, 0])
+                face[at[has_color]] = colors[has_color]
+                radii = np.array([np.nan if r is None else r for _, _, r in self.comment_highlights])[slot]
+                has_radius = np.isfinite(radii)
+                size[at[has_radius]] = np.maximum(2 * radii[has_radius], 2.0)
+        tables: dict[str, tuple] = {}
         if self.size_property:
-            v = self._property_values(self.size_property, rows)
-            lo, hi = self._property_range(self.size_property)
-            t = np.clip((v - lo) / ((hi - lo) or 1.0), 0, 1)
-            size = np.where(np.isfinite(v), 2 * DEFAULT_RADIUS_VOXELS * (1 + 3 * t), size)
+            tables[self.size_property] = self._property_table(self.size_property)
+            v = self._property_values(tables[self.size_property], rows)
+            size = np.where(np.isfinite(v), np.maximum(2 * self.radius_scale * np.nan_to_num(v), 2.0), size)
         if self.color_property:
             from napari.utils.colormaps import ensure_colormap
 
-            v = self._property_values(self.color_property, rows)
-            lo, hi = self._property_range(self.color_property)
+            table = tables.get(self.color_property) or self._property_table(self.color_property)
+            v = self._property_values(table, rows)
+            lo, hi = self.color_range if self.color_range and self.color_range[1] > self.color_range[0] \
+                else self._property_range(table)
             t = np.clip((v - lo) / ((hi - lo) or 1.0), 0, 1)
             mapped = ensure_colormap(self.colormap).map(np.nan_to_num(t)).astype(np.float32)
             face = np.where(np.isfinite(v)[:, None], mapped, face)
         return size, face
+
+    def restyle(self) -> None:
+        """Recompute node sizes and face colours (after a style change) without touching the data."""
+        drawn = self.skel.num_nodes == self.main_rows or self.new_points is not None
+        if not (self._prefix_same() and drawn) or len(self.points.data) != self.main_rows:
+            self.refresh()
+            self.redraw_highlight()
+            return
+        skel, n0 = self.skel, self.main_rows
+        if n0:
+            main = slice(0, n0)
+            size = np.maximum(2 * _radius_voxels(skel, self.voxel_size_xyz, main), 2.0)
+            face = _node_colors(skel)[:n0]
+            if self._has_style():
+                size, face = self._styled(main, size, face)
+            with self._blocked():
+                self.points.size = size
+                self.points.face_color = face
+        self._main_marks = None
+        if self.new_points is not None and self._n_new:
+            self._redraw_new()
+        self.redraw_highlight()
 
     def flush(self) -> None:
         """Fold the "(new)" layers into the main ones (one full redraw)."""
@@ -587,8 +681,8 @@ class SkeletonSync:
             self.points.features = pkw["features"]
             if len(pdata):
                 size, face = pkw["size"], pkw["face_color"]
-                if self.size_property or self.color_property:
-                    size, face = self._styled(slice(None), np.asarray(size, np.float64), face)
+                if self._has_style():
+                    size, face = self._styled(slice(None), size, face)
                 self.points.size = size
                 self.points.face_color = face
                 self.points.shown = pkw["shown"]

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import html
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 from qtpy.QtCore import Qt, QTimer, Signal
+from qtpy.QtGui import QColor
 from qtpy.QtWidgets import (
     QCheckBox,
+    QColorDialog,
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
@@ -29,6 +32,7 @@ from qtpy.QtWidgets import (
     QTableWidgetItem,
     QTabWidget,
     QTextBrowser,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -41,6 +45,7 @@ from ..annotation.synapses import (
     write_synapses_csv,
 )
 from ..annotation.worktime import WorkTimer
+from ..settings import CommentSlot, TracingSettings, load_settings, save_settings, settings_path
 from ..tracing import KEYS, TracingSession, find_skeleton_layers
 from .tables import SkeletonTablesWidget
 
@@ -48,6 +53,8 @@ __all__ = ["TracingWidget", "cheat_sheet_html", "user_data_dir"]
 
 FLUSH_DELAY_MS = 1500  # fold the "(new)" layers into the main ones after this pause
 DEFAULT_DEPTH = 2  # slices either side of the current one in which the skeleton shows
+SAVE_DELAY_MS = 500  # write the settings file this long after the last settings change
+STYLE_DELAY_MS = 300  # restyle the nodes this long after the last typed style change
 
 MOUSE = [
     ("right-click", "place a node (linked to the active node per mode)", "right-click"),
@@ -117,7 +124,18 @@ class TracingWidget(QWidget):
         self.autosaver = autosave.Autosaver()
         self.recovery: Path | None = None
         self._synapses_stale = True
+        self._slot_colors: list[tuple | None] = [None] * 10
+        self._wanted_size_property = self._wanted_color_property = ""
+        self._loading = False
         self._build()
+        self._save_timer = QTimer(self)
+        self._save_timer.setSingleShot(True)
+        self._save_timer.timeout.connect(lambda: self.save_settings())
+        self._style_timer = QTimer(self)
+        self._style_timer.setSingleShot(True)
+        self._style_timer.timeout.connect(self.apply_style)
+        self.settings_file = settings_path()
+        self.load_settings()
         self._flush_timer = QTimer(self)
         self._flush_timer.setSingleShot(True)
         self._flush_timer.timeout.connect(self._flush)
@@ -252,8 +270,33 @@ class TracingWidget(QWidget):
         self.color_by = QComboBox()
         self.colormap = QComboBox()
         self.colormap.addItems(["viridis", "magma", "plasma", "turbo", "gray"])
+        # the chosen names, kept while an annotation lacks them (the combos only list its properties)
+        self.size_by.currentTextChanged.connect(
+            lambda _t: setattr(self, "_wanted_size_property", self._chosen(self.size_by)))
+        self.color_by.currentTextChanged.connect(
+            lambda _t: setattr(self, "_wanted_color_property", self._chosen(self.color_by)))
         for combo in (self.size_by, self.color_by, self.colormap):
             combo.activated.connect(lambda _i: self.apply_style())
+            combo.activated.connect(lambda _i: self._settings_changed())
+        self.radius_scale = QDoubleSpinBox()
+        self.radius_scale.setRange(0.001, 1e6)
+        self.radius_scale.setDecimals(3)
+        self.radius_scale.setValue(1.0)
+        self.radius_scale.setToolTip("node radius (voxels) = scale × the property's value")
+        self.color_auto = QCheckBox("auto")
+        self.color_auto.setChecked(True)
+        self.color_auto.setToolTip("colour range = the property's own min and max")
+        self.color_min, self.color_max = QDoubleSpinBox(), QDoubleSpinBox()
+        for spin, value in ((self.color_min, 0.0), (self.color_max, 1.0)):
+            spin.setRange(-1e12, 1e12)
+            spin.setDecimals(3)
+            spin.setValue(value)
+        self.color_auto.toggled.connect(lambda on: (self.color_min.setEnabled(not on), self.color_max.setEnabled(not on)))
+        self.color_min.setEnabled(False)
+        self.color_max.setEnabled(False)
+        for widget in (self.radius_scale, self.color_auto, self.color_min, self.color_max):
+            signal = getattr(widget, "toggled", None) or widget.valueChanged
+            signal.connect(lambda *_: self._style_changed())
         self.mesh_opacity = QDoubleSpinBox()
         self.mesh_opacity.setRange(0.0, 1.0)
         self.mesh_opacity.setSingleStep(0.1)
@@ -266,24 +309,65 @@ class TracingWidget(QWidget):
         form.addRow("Mesh opacity", self.mesh_opacity)
         form.addRow(jump_mesh)
         form.addRow(remove_mesh)
-        form.addRow("Node size by", self.size_by)
+        form.addRow("Node radius by", self.size_by)
+        form.addRow("radius scale", self.radius_scale)
         form.addRow("Node colour by", self.color_by)
         form.addRow("Colormap", self.colormap)
+        span = QHBoxLayout()
+        span.addWidget(self.color_auto)
+        span.addWidget(QLabel("min"))
+        span.addWidget(self.color_min, 1)
+        span.addWidget(QLabel("max"))
+        span.addWidget(self.color_max, 1)
+        form.addRow("colour range", span)
+        self.mesh_opacity.valueChanged.connect(lambda _v: self._settings_changed())
         return w
 
     def _build_settings(self) -> QWidget:
         w = QWidget()
         form = QFormLayout(w)
-        self.slot_edits = []
+        self.slot_edits, self.slot_color_buttons, self.slot_radius_spins = [], [], []
         for i in range(10):
             edit = QLineEdit()
             edit.setPlaceholderText(f"comment for Ctrl+{(i + 1) % 10}")
             edit.textChanged.connect(lambda text, i=i: self._set_slot(i, text))
-            form.addRow(f"Ctrl+{(i + 1) % 10}", edit)
+            color = QPushButton()
+            color.setToolTip("highlight colour of nodes whose comment contains this text (first matching slot wins)")
+            color.clicked.connect(lambda _c=False, i=i: self._pick_slot_color(i))
+            clear = QToolButton()
+            clear.setText("×")
+            clear.setToolTip("no highlight colour")
+            clear.clicked.connect(lambda _c=False, i=i: self.set_slot_color(i, None))
+            radius = QDoubleSpinBox()
+            radius.setRange(0.0, 1e4)
+            radius.setSingleStep(0.5)
+            radius.setSpecialValueText("radius –")
+            radius.setToolTip("node radius (voxels) of nodes whose comment contains this text; – keeps theirs")
+            radius.valueChanged.connect(lambda _v: self._slots_changed())
+            row = QHBoxLayout()
+            row.addWidget(edit, 1)
+            row.addWidget(color)
+            row.addWidget(clear)
+            row.addWidget(radius)
+            form.addRow(f"Ctrl+{(i + 1) % 10}", row)
             self.slot_edits.append(edit)
+            self.slot_color_buttons.append(color)
+            self.slot_radius_spins.append(radius)
+            self._show_slot_color(i)
+        self.comment_colors = QCheckBox("comment colours")
+        self.comment_colors.setChecked(True)
+        self.comment_radii = QCheckBox("comment radii")
+        self.comment_radii.setChecked(True)
+        for box in (self.comment_colors, self.comment_radii):
+            box.toggled.connect(lambda _on: self._slots_changed())
+        both = QHBoxLayout()
+        both.addWidget(self.comment_colors)
+        both.addWidget(self.comment_radii)
+        form.addRow("highlight", both)
         self.linking = QCheckBox("link new nodes (Tracing Advanced; A cycles)")
         self.linking.setChecked(True)
         self.linking.toggled.connect(lambda on: self.session and setattr(self.session.editor, "linking", on))
+        self.linking.toggled.connect(lambda _on: self._settings_changed())
         form.addRow(self.linking)
         self.locking = QCheckBox("radius locking")
         self.locking_word = QLineEdit("seed")
@@ -293,6 +377,7 @@ class TracingWidget(QWidget):
         for widget in (self.locking, self.locking_word, self.locking_radius):
             signal = getattr(widget, "toggled", None) or getattr(widget, "textChanged", None) or widget.valueChanged
             signal.connect(lambda *_: self._apply_locking())
+            signal.connect(lambda *_: self._settings_changed())
         form.addRow(self.locking)
         form.addRow("locking word", self.locking_word)
         form.addRow("locking radius (voxels)", self.locking_radius)
@@ -301,6 +386,7 @@ class TracingWidget(QWidget):
         self.depth.setValue(DEFAULT_DEPTH)
         self.depth.setToolTip("nodes and edges this many slices above and below the current one are shown (and clickable)")
         self.depth.valueChanged.connect(lambda v: self.session and self.session.set_skeleton_depth(v))
+        self.depth.valueChanged.connect(lambda _v: self._settings_changed())
         form.addRow("skeleton depth (slices each side)", self.depth)
         self.autosave_on = QCheckBox("autosave")
         self.autosave_on.setChecked(True)
@@ -309,6 +395,8 @@ class TracingWidget(QWidget):
         self.autosave_minutes.setValue(5)
         self.autosave_on.toggled.connect(lambda on: setattr(self.autosaver, "enabled", on))
         self.autosave_minutes.valueChanged.connect(lambda m: setattr(self.autosaver, "interval_s", 60.0 * m))
+        self.autosave_on.toggled.connect(lambda _on: self._settings_changed())
+        self.autosave_minutes.valueChanged.connect(lambda _m: self._settings_changed())
         form.addRow(self.autosave_on)
         form.addRow("every (minutes)", self.autosave_minutes)
         return w
@@ -324,6 +412,9 @@ class TracingWidget(QWidget):
         session.activity_callbacks.append(lambda: self.timer and self.timer.activity())
         session.editor.linking = self.linking.isChecked()
         session.set_skeleton_depth(self.depth.value())
+        session.editor.comment_slots[:] = [edit.text() for edit in self.slot_edits]
+        self._apply_locking()
+        session.set_mesh_opacity(self.mesh_opacity.value())
         self.timer = WorkTimer.from_skeleton(session.skel)
         session.editor.subscribe(self._on_change)
         self.tables = SkeletonTablesWidget(session.editor)
@@ -334,6 +425,8 @@ class TracingWidget(QWidget):
         self.mode_combo.setCurrentText(session.editor.mode.value)
         self._update_mode_ui(session.editor.mode)
         self._refresh_property_choices()
+        if self._style_wanted():
+            self.apply_style()
         self.start_button.setEnabled(False)
         self.start_button.setText("Tracing")
         self._check_recovery()
@@ -603,29 +696,157 @@ class TracingWidget(QWidget):
     def _refresh_property_choices(self) -> None:
         if self.session is None:
             return
-        names = ["(radius)"] + self._numeric_properties()
-        for combo, first in ((self.size_by, "(radius)"), (self.color_by, "(tree colour)")):
-            current = combo.currentText()
+        names = self._numeric_properties()
+        for combo, first, wanted in ((self.size_by, "(radius)", self._wanted_size_property),
+                                     (self.color_by, "(tree colour)", self._wanted_color_property)):
             combo.blockSignals(True)
             combo.clear()
-            combo.addItems([first] + names[1:])
-            if current in names[1:]:
-                combo.setCurrentText(current)
+            combo.addItems([first] + names)
+            if wanted in names:
+                combo.setCurrentText(wanted)
             combo.blockSignals(False)
 
+    @staticmethod
+    def _chosen(combo: QComboBox) -> str:
+        text = combo.currentText()
+        return "" if text.startswith("(") else text
+
+    def _style_wanted(self) -> bool:
+        return bool(self._chosen(self.size_by) or self._chosen(self.color_by)
+                    or any(s.text and (s.color or s.radius) for s in self.comment_slots()))
+
+    def _style_changed(self) -> None:
+        self._style_timer.start(STYLE_DELAY_MS)
+        self._settings_changed()
+
     def apply_style(self) -> None:
-        """Drive node size and/or colour by a numeric node property."""
+        """Redraw the nodes with the comment highlights and the property radius / colour settings."""
+        self._style_timer.stop()
         if self.session is None:
             return
-        size = self.size_by.currentText()
-        color = self.color_by.currentText()
-        self.session.sync.set_style(size_property=None if size.startswith("(") else size,
-                                    color_property=None if color.startswith("(") else color,
-                                    colormap=self.colormap.currentText())
+        colors, radii = self.comment_colors.isChecked(), self.comment_radii.isChecked()
+        sync = self.session.sync
+        sync.set_comment_highlights([(s.text, s.color if colors else None, s.radius if radii else None)
+                                     for s in self.comment_slots()], redraw=False)
+        sync.set_style(size_property=self._chosen(self.size_by) or None,
+                       color_property=self._chosen(self.color_by) or None,
+                       colormap=self.colormap.currentText(), radius_scale=self.radius_scale.value(),
+                       color_range=None if self.color_auto.isChecked() else
+                       (self.color_min.value(), self.color_max.value()))
+
+    # -- comment slots ----------------------------------------------------------------------
+    def comment_slots(self) -> list[CommentSlot]:
+        """The ten comment slots as edited: text, highlight colour (RGBA or None), radius (or None)."""
+        return [CommentSlot(edit.text(), self._slot_colors[i], spin.value() or None)
+                for i, (edit, spin) in enumerate(zip(self.slot_edits, self.slot_radius_spins))]
 
     def _set_slot(self, i: int, text: str) -> None:
         if self.session is not None:
             self.session.editor.comment_slots[i] = text
+        self._slots_changed()
+
+    def _slots_changed(self) -> None:
+        drawn = self.session.sync.comment_highlights if self.session is not None else []
+        if any(s.color or s.radius for s in self.comment_slots()) or any(c or r for _, c, r in drawn):
+            self._style_changed()
+        else:
+            self._settings_changed()
+
+    def set_slot_color(self, i: int, rgba) -> None:
+        """Set (or with None clear) slot ``i``'s highlight colour, RGBA in 0–1."""
+        self._slot_colors[i] = None if rgba is None else tuple(float(c) for c in (*rgba, 1.0)[:4])
+        self._show_slot_color(i)
+        self._slots_changed()
+
+    def _show_slot_color(self, i: int) -> None:
+        button, rgba = self.slot_color_buttons[i], self._slot_colors[i]
+        if rgba is None:
+            button.setText("colour")
+            button.setStyleSheet("")
+        else:
+            r, g, b, _a = (round(255 * c) for c in rgba)
+            button.setText("")
+            button.setStyleSheet(f"background-color: rgb({r}, {g}, {b}); min-width: 40px")
+
+    def _pick_slot_color(self, i: int) -> None:
+        start = QColor.fromRgbF(*self._slot_colors[i]) if self._slot_colors[i] else QColor(255, 255, 0)
+        color = QColorDialog.getColor(start, self, f"Highlight colour for Ctrl+{(i + 1) % 10}",
+                                      QColorDialog.ColorDialogOption.ShowAlphaChannel)
+        if color.isValid():
+            self.set_slot_color(i, color.getRgbF())
+
+    # -- settings file ------------------------------------------------------------------------
+    def current_settings(self) -> TracingSettings:
+        """The widget's settings as they would be saved."""
+        return TracingSettings(
+            comment_slots=self.comment_slots(), comment_colors=self.comment_colors.isChecked(),
+            comment_radii=self.comment_radii.isChecked(), linking=self.linking.isChecked(),
+            radius_locking=self.locking.isChecked(), locking_word=self.locking_word.text(),
+            locking_radius=float(self.locking_radius.value()), skeleton_depth=self.depth.value(),
+            autosave=self.autosave_on.isChecked(), autosave_minutes=self.autosave_minutes.value(),
+            mesh_opacity=float(self.mesh_opacity.value()), size_property=self._wanted_size_property,
+            radius_scale=float(self.radius_scale.value()), color_property=self._wanted_color_property,
+            colormap=self.colormap.currentText(), color_auto_range=self.color_auto.isChecked(),
+            color_min=float(self.color_min.value()), color_max=float(self.color_max.value()))
+
+    def apply_settings(self, settings: TracingSettings) -> None:
+        """Show ``settings`` in the widget (and apply them to a running session)."""
+        self._loading = True
+        try:
+            for i, slot in enumerate(settings.comment_slots):
+                self.slot_edits[i].setText(slot.text)
+                self._slot_colors[i] = slot.color
+                self._show_slot_color(i)
+                self.slot_radius_spins[i].setValue(slot.radius or 0.0)
+            self.comment_colors.setChecked(settings.comment_colors)
+            self.comment_radii.setChecked(settings.comment_radii)
+            self.linking.setChecked(settings.linking)
+            self.locking.setChecked(settings.radius_locking)
+            self.locking_word.setText(settings.locking_word)
+            self.locking_radius.setValue(settings.locking_radius)
+            self.depth.setValue(settings.skeleton_depth)
+            self.autosave_on.setChecked(settings.autosave)
+            self.autosave_minutes.setValue(settings.autosave_minutes)
+            self.mesh_opacity.setValue(settings.mesh_opacity)
+            self._wanted_size_property, self._wanted_color_property = settings.size_property, settings.color_property
+            self.radius_scale.setValue(settings.radius_scale)
+            if self.colormap.findText(settings.colormap) < 0:
+                self.colormap.addItem(settings.colormap)
+            self.colormap.setCurrentText(settings.colormap)
+            self.color_auto.setChecked(settings.color_auto_range)
+            self.color_min.setValue(settings.color_min)
+            self.color_max.setValue(settings.color_max)
+            self._refresh_property_choices()
+        finally:
+            self._loading = False
+        self._save_timer.stop()
+        self._style_timer.stop()
+        if self.session is not None:
+            self.apply_style()
+
+    def load_settings(self) -> TracingSettings:
+        """Read :attr:`settings_file` into the widget; a corrupt file warns (naming it) and gives the defaults."""
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            settings = load_settings(self.settings_file)
+        for warning in caught:
+            warnings.warn(str(warning.message), UserWarning, stacklevel=2)
+            self._show_status(str(warning.message))
+        self.apply_settings(settings)
+        return settings
+
+    def save_settings(self) -> Path | None:
+        """Write the settings file now (atomically); normally done shortly after each change."""
+        self._save_timer.stop()
+        try:
+            return save_settings(self.current_settings(), self.settings_file)
+        except OSError as error:
+            self._show_status(f"settings not saved to {self.settings_file}: {error}")
+            return None
+
+    def _settings_changed(self) -> None:
+        if not self._loading:
+            self._save_timer.start(SAVE_DELAY_MS)
 
     def _apply_locking(self) -> None:
         if self.session is None:
@@ -637,6 +858,8 @@ class TracingWidget(QWidget):
 
     def closeEvent(self, event) -> None:
         self._tick.stop()
+        if self._save_timer.isActive():
+            self.save_settings()
         if self.session is not None:
             self.session.uninstall()
         super().closeEvent(event)
