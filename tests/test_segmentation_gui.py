@@ -16,22 +16,11 @@ from napari_knossos.formats.wk_writer import WkLayerSpec, write_webknossos_datas
 from napari_knossos.widgets.segmentation import TARGETS, SegmentationWidget
 
 from . import gui
-from .gui import canvas, look_at, make_room
+from .gui import blocks, canvas, look_at, make_room
 from .reference import run_reference
 
 VOXEL = (10.0, 10.0, 20.0)  # x, y, z nm
 SCALE = (20.0, 10.0, 10.0)  # z, y, x
-
-
-def blocks(shape_zyx, block=16, seed=0):
-    """Segments of ``block`` voxels per axis with ids 1..N (no background), deterministic."""
-    rng = np.random.default_rng(seed)
-    coarse = rng.permutation(np.prod([-(-s // block) for s in shape_zyx])).reshape(
-        [-(-s // block) for s in shape_zyx]).astype(np.uint32) + 1
-    seg = coarse
-    for axis in range(3):
-        seg = np.repeat(seg, block, axis=axis)
-    return np.ascontiguousarray(seg[tuple(slice(0, s) for s in shape_zyx)])
 
 
 @pytest.fixture
@@ -442,3 +431,353 @@ def test_switching_layers_keeps_unsaved_edits(seg_viewer):
     widget.layer_choice.value = "segmentation"  # … and come back: the paint is still there
     widget.start()
     assert widget.session.volume is first.volume and mag1(widget)[10, 50, 50] == 2024
+
+
+# -- KNOSSOS object keys and colours: C (new object), Shift+L (new colours), custom object colour -----
+def press(viewer, qtbot, k, modifier=Qt.KeyboardModifier.NoModifier):
+    qtbot.keyClick(canvas(viewer), k, modifier)
+    qtbot.wait(10)
+
+
+def enter_color(widget, qtbot, text):
+    """Type an object colour into the widget key by key and press Enter, like a user."""
+    edit = widget.color.native
+    edit.setFocus()
+    edit.selectAll()
+    qtbot.keyClick(edit, Qt.Key.Key_Backspace)
+    if text:
+        qtbot.keyClicks(edit, text)
+    qtbot.keyClick(edit, Qt.Key.Key_Return)
+    qtbot.wait(5)
+
+
+def screen_rgb(viewer, y, x):
+    """The canvas colour (r, g, b 0-255) at voxel (y, x) of the current slice, from a screenshot."""
+    shot = viewer.screenshot(canvas_only=True, flash=False)
+    p = pixel_of(viewer, y, x)
+    s = shot.shape[1] / canvas(viewer).width()
+    return shot[int(p.y() * s), int(p.x() * s), :3].astype(int)
+
+
+def test_key_c_creates_an_object_to_paint_with_and_stays_new_tree_without_a_paint_tool(seg_viewer):
+    viewer, widget, qtbot, _root, seg = seg_viewer
+    session = widget.session
+    trees = len(session.tracing.skel.trees)
+    press(viewer, qtbot, Qt.Key.Key_C)  # no paint tool: tracing's C (new tree)
+    assert len(session.tracing.skel.trees) == trees + 1 and len(session.segments) == 0
+    widget.tool.value = "Paint"
+    widget.radius.value = 2
+    press(viewer, qtbot, Qt.Key.Key_C)
+    assert len(session.segments) == 1 and len(session.tracing.skel.trees) == trees + 1
+    obj = session.selected_object
+    assert obj == int(seg.max()) + 1  # largestSegmentId + 1, as "New id"
+    assert session.active_id == widget.active_id.value == obj
+    assert set(session.segments.objects[obj].supervoxels) == {obj}
+    assert session.segments.objects[obj].position == (64, 64, 10)  # the centre of the view
+    assert f"object {obj}" in widget.object_label.value
+    drag(viewer, qtbot, [(40, 30 + 2 * i) for i in range(6)])
+    assert (mag1(widget)[10, 40, 30:41] == obj).all()
+    assert session.segments.object_under_cursor(obj) == obj
+    widget.tool.value = "Fill"  # C in fill mode too: another object, the next id
+    press(viewer, qtbot, Qt.Key.Key_C)
+    assert session.selected_object == obj + 1 == session.active_id
+    session.undo()
+    assert obj + 1 not in session.segments.objects and obj in session.segments.objects
+    # closing the session gives C back to tracing alone
+    session.uninstall()
+    session.tracing.undo()  # the tree C made (Tracing mode has one tree at a time)
+    assert len(session.tracing.skel.trees) == trees
+    press(viewer, qtbot, Qt.Key.Key_C)
+    assert len(session.tracing.skel.trees) == trees + 1 and len(session.segments) == 1
+
+
+def test_new_colours_and_a_custom_object_colour_on_screen_undo_and_mergelist(seg_viewer, tmp_path):
+    viewer, widget, qtbot, _root, seg = seg_viewer
+    session = widget.session
+    widget.opacity.value = 1.0
+    qtbot.wait(50)
+    plain, colored = int(seg[10, 40, 40]), int(seg[10, 72, 72])
+    before = screen_rgb(viewer, 40, 40)
+    lut_before = session.window.colormap.map(np.array([plain]))[0, :3]
+    press(viewer, qtbot, Qt.Key.Key_L, Qt.KeyboardModifier.ShiftModifier)
+    qtbot.wait(50)
+    lut_after = session.window.colormap.map(np.array([plain]))[0, :3]
+    assert not np.allclose(lut_before, lut_after)
+    after = screen_rgb(viewer, 40, 40)
+    assert np.abs(after - np.round(lut_after * 255)).max() <= 3, (after, lut_after)
+    assert np.abs(after - before).max() > 10
+    # every id in the window changed colour
+    shown = np.unique(np.asarray(session.window.data))
+    old_lut = session.lut
+    session.new_colors(seed=0.25)
+    changed = np.abs(session.window.colormap.map(shown)[:, :3] - old_lut.map(shown)[:, :3]).max(axis=1)
+    assert (changed > 0).all()
+    # a custom colour for an object: typed in the widget, shown on screen
+    widget.tool.value = "Merge"
+    click(viewer, qtbot, 72, 72)  # a new object of that supervoxel, selected
+    obj = session.selected_object
+    assert set(session.segments.objects[obj].supervoxels) == {colored}
+    default = screen_rgb(viewer, 72, 72)
+    assert np.abs(default - np.round(session.lut.map(np.array([colored]))[0, :3] * 255)).max() <= 3
+    enter_color(widget, qtbot, "#ff00ff")
+    qtbot.wait(50)
+    assert session.segments.objects[obj].color == (255, 0, 255)
+    assert np.abs(screen_rgb(viewer, 72, 72) - (255, 0, 255)).max() <= 3
+    lut_plain = np.round(session.lut.map(np.array([plain]))[0, :3] * 255)
+    assert np.abs(screen_rgb(viewer, 40, 40) - lut_plain).max() <= 3  # other ids keep the table
+    # Shift+L keeps the custom colour, recolours the rest
+    press(viewer, qtbot, Qt.Key.Key_L, Qt.KeyboardModifier.ShiftModifier)
+    qtbot.wait(50)
+    assert np.abs(screen_rgb(viewer, 72, 72) - (255, 0, 255)).max() <= 3
+    lut_plain2 = np.round(session.lut.map(np.array([plain]))[0, :3] * 255)
+    assert np.abs(screen_rgb(viewer, 40, 40) - lut_plain2).max() <= 3 and np.abs(lut_plain2 - lut_plain).max() > 0
+    # r,g,b works too; undo restores the colour on screen and in the widget
+    enter_color(widget, qtbot, "0, 200, 0")
+    qtbot.wait(50)
+    assert np.abs(screen_rgb(viewer, 72, 72) - (0, 200, 0)).max() <= 3
+    widget.undo_button.changed.emit(True)
+    qtbot.wait(50)
+    assert session.segments.objects[obj].color == (255, 0, 255) and widget.color.value == "#ff00ff"
+    assert np.abs(screen_rgb(viewer, 72, 72) - (255, 0, 255)).max() <= 3
+    # the merged view shows object ids: the custom colour follows the object
+    widget.merged_view.value = True
+    qtbot.wait(50)
+    assert np.abs(screen_rgb(viewer, 72, 72) - (255, 0, 255)).max() <= 3
+    widget.merged_view.value = False
+    # a bad colour is refused with a message
+    enter_color(widget, qtbot, "300,0,0")
+    assert session.segments.objects[obj].color == (255, 0, 255) and "0-255" in widget.status.value
+    # painting a new id into the window still shows the table colour for it (direct colormap follows)
+    widget.tool.value = "Paint"
+    widget.active_id.value = 31337
+    widget.radius.value = 3
+    drag(viewer, qtbot, [(100, 30 + 2 * i) for i in range(6)])
+    qtbot.wait(50)
+    new_rgb = np.round(session.lut.map(np.array([31337]))[0, :3] * 255)
+    assert np.abs(screen_rgb(viewer, 100, 35) - new_rgb).max() <= 3
+    # the colour is saved in the mergelist and comes back
+    assert widget.save() >= 0
+    out = session.tracing.save(str(tmp_path / "colours.k.zip"))
+    ann = read_kzip(out)
+    assert next(o for o in ann.objects if o.id == obj).color == (255, 0, 255)
+    from napari_knossos.annotation.segments import SegmentObjects
+
+    reloaded = SegmentObjects(ann.objects)
+    assert reloaded.objects[obj].color == (255, 0, 255)
+    assert f"{obj} 0 0 {colored}\n" in reloaded.to_mergelist() and " 255 0 255\n" in reloaded.to_mergelist()
+    # no custom colour left: the window goes back to the cyclic table
+    enter_color(widget, qtbot, "")
+    assert session.segments.objects[obj].color is None
+    assert type(session.window.colormap).__name__ == "CyclicLabelColormap"
+    qtbot.wait(50)
+    assert np.abs(screen_rgb(viewer, 72, 72) - np.round(session.lut.map(np.array([colored]))[0, :3] * 255)).max() <= 3
+
+
+
+
+def test_custom_colour_of_an_object_with_a_large_id(seg_viewer):
+    """Real segmentations have ids far above 65,535: a custom colour still shows (napari colours
+    such ids in a direct colormap through numba, a dependency for this reason)."""
+    viewer, widget, qtbot, _root, _seg = seg_viewer
+    session = widget.session
+    widget.opacity.value = 1.0
+    widget.tool.value = "Paint"
+    widget.active_id.value = 3_000_000_017
+    widget.radius.value = 4
+    drag(viewer, qtbot, [(100, 30 + 2 * i) for i in range(8)])
+    widget.tool.value = "Merge"
+    click(viewer, qtbot, 100, 36)
+    obj = session.selected_object
+    assert set(session.segments.objects[obj].supervoxels) == {3_000_000_017}
+    enter_color(widget, qtbot, "#00ffff")
+    qtbot.wait(50)
+    assert np.abs(screen_rgb(viewer, 100, 36) - (0, 255, 255)).max() <= 3
+    # an id the uint32 segmentation cannot hold is refused in the status bar, nothing painted
+    widget.tool.value = "Paint"
+    widget.active_id.value = 2**32 + 5
+    before = mag1(widget).copy()
+    drag(viewer, qtbot, [(20, 30 + 2 * i) for i in range(4)])
+    assert "does not fit" in widget.status.value and np.array_equal(mag1(widget), before)
+
+
+# -- keys and colours: napari's own bindings, tracing re-install, typing a colour, colormaps, 3-D -----------
+def test_c_without_tracing_or_tool_still_reaches_naparis_image_binding(make_napari_viewer, qtbot):
+    from napari_knossos.annotation.volume import EditableVolume
+    from napari_knossos.segmentation_layers import SegmentationSession, overlay_layer_data
+
+    viewer = make_napari_viewer(show=True)
+    image = viewer.add_image((np.indices((8, 64, 64)).sum(0) % 50 + 100).astype(np.float32), name="em",
+                             scale=SCALE, contrast_limits=(0, 255))
+    volume = EditableVolume(None, shape_zyx=(8, 64, 64), offset_xyz=(0, 0, 0), mags=[(1, 1, 1)],
+                            voxel_size=VOXEL, dtype=np.uint64)
+    data, kwargs, _ = overlay_layer_data(volume, "seg", source="")
+    viewer.add_labels(data, **kwargs)
+    session = SegmentationSession(viewer, viewer.layers["seg"])
+    session.install()
+    viewer.layers.selection.active = image
+    press(viewer, qtbot, Qt.Key.Key_C)  # napari's auto-contrast of the image, not swallowed
+    assert tuple(image.contrast_limits) == (100, 149) and len(session.segments) == 0
+    session.set_tool("paint")
+    image.contrast_limits = (0, 255)
+    press(viewer, qtbot, Qt.Key.Key_C)  # paint tool: a new object, the image untouched
+    assert len(session.segments) == 1 and tuple(image.contrast_limits) == (0, 255)
+    # a press/release (generator) binding under ours runs both halves
+    calls = []
+
+    def hold(layer):
+        calls.append("press")
+        yield
+        calls.append("release")
+
+    session.unbind_keys()
+    image.bind_key("C", hold, overwrite=True)
+    session.bind_keys()
+    session.set_tool(None)
+    press(viewer, qtbot, Qt.Key.Key_C)
+    assert calls == ["press", "release"] and len(session.segments) == 1
+    session.uninstall()  # the image's own binding is back, napari's class binding under it
+    assert image.keymap[next(k for k in image.keymap if str(k) == "C")] is hold
+
+
+def test_c_after_a_tracing_reinstall_still_creates_an_object_in_paint_mode(seg_viewer):
+    viewer, widget, qtbot, _root, _seg = seg_viewer
+    session = widget.session
+    trees = len(session.tracing.skel.trees)
+    widget.tool.value = "Paint"
+    session.tracing.install()  # tracing binds its keys anew
+    press(viewer, qtbot, Qt.Key.Key_C)
+    assert len(session.segments) == 1 and len(session.tracing.skel.trees) == trees
+    widget.tool.value = "Off"
+    press(viewer, qtbot, Qt.Key.Key_C)  # and tracing's C is under it
+    assert len(session.tracing.skel.trees) == trees + 1 and len(session.segments) == 1
+    session.uninstall()
+    session.tracing.install()
+    session.tracing.undo()  # the tree C made (Tracing mode has one empty tree at a time)
+    press(viewer, qtbot, Qt.Key.Key_C)  # without segmentation: tracing's alone
+    assert len(session.tracing.skel.trees) == trees + 1 and len(session.segments) == 1
+    assert "install" not in vars(session.tracing)  # the class's install again
+
+
+def test_a_colour_typed_key_by_key_is_one_undo_step(seg_viewer):
+    viewer, widget, qtbot, _root, _seg = seg_viewer
+    session = widget.session
+    widget.tool.value = "Merge"
+    click(viewer, qtbot, 72, 72)
+    obj = session.selected_object
+    edit = widget.color.native
+    edit.setFocus()
+    qtbot.keyClicks(edit, "100,200,5")  # typing: nothing applied yet, no error shown
+    assert session.segments.objects[obj].color is None and "colour" not in widget.status.value
+    qtbot.keyClicks(edit, "0")
+    qtbot.keyClick(edit, Qt.Key.Key_Return)
+    assert session.segments.objects[obj].color == (100, 200, 50)
+    session.undo()  # one step back: no colour (not 100,200,5)
+    assert session.segments.objects[obj].color is None and obj in session.segments.objects
+    session.undo()  # the next step is the object's creation
+    assert obj not in session.segments.objects
+    enter_color(widget, qtbot, "1,2")  # a wrong colour: the message in the status label
+    assert "expected three values" in widget.status.value
+
+
+def test_relocating_with_a_custom_colour_reads_the_ids_of_new_data_only(seg_viewer, monkeypatch):
+    import napari_knossos.segmentation_layers as seglayers
+
+    viewer, widget, qtbot, _root, _seg = seg_viewer
+    session = widget.session
+    widget.tool.value = "Merge"
+    click(viewer, qtbot, 72, 72)
+    enter_color(widget, qtbot, "#ff00ff")
+    sizes = []
+    real = seglayers.distinct_ids
+    monkeypatch.setattr(seglayers, "distinct_ids", lambda data: sizes.append(np.asarray(data).size) or real(data))
+    before = session.window_box
+    viewer.dims.set_point(0, 25 * SCALE[0])  # out of the window's slab: it moves
+    qtbot.wait(20)
+    assert session.window_box != before and sizes  # the new slices' ids were looked at …
+    assert max(sizes) < session.window.data.size  # … not the whole window's
+    shown = set(np.unique(np.asarray(session.window.data)).tolist())
+    assert shown <= set(session.window.colormap.color_dict)  # every id shown has its colour
+    cmap, moved = session.window.colormap, session.window_box
+    sizes.clear()
+    viewer.dims.set_point(0, 15 * SCALE[0])  # back: no id the window has not shown, the colormap stays
+    qtbot.wait(20)
+    assert session.window_box != moved and session.window.colormap is cmap
+    assert max(sizes, default=0) < session.window.data.size
+
+
+def test_the_users_colormap_is_kept(seg_viewer):
+    from napari.utils.colormaps import DirectLabelColormap
+
+    viewer, widget, qtbot, _root, seg = seg_viewer
+    session = widget.session
+    plain, colored = int(seg[10, 40, 40]), int(seg[10, 72, 72])
+    session.window.new_colormap(seed=7)  # napari's "shuffle colors" on the window
+    shuffled = session.window.colormap
+    assert session.lut is shuffled and session.labels.colormap is shuffled
+    widget.tool.value = "Merge"
+    click(viewer, qtbot, 72, 72)
+    enter_color(widget, qtbot, "0,0,255")
+    direct = session.window.colormap
+    assert np.allclose(direct.map(np.array([plain]))[0], shuffled.map(np.array([plain]))[0])
+    assert np.allclose(direct.map(np.array([colored]))[0], (0, 0, 1, 1))
+    viewer.dims.set_point(0, 25 * SCALE[0])  # a relocation keeps the user's table
+    qtbot.wait(20)
+    assert session.lut is shuffled
+    # a direct colormap the user sets stays as it is while no object has its own colour
+    enter_color(widget, qtbot, "")
+    red = DirectLabelColormap(color_dict={None: (1.0, 0.0, 0.0, 1.0), 0: (0.0, 0.0, 0.0, 0.0)})
+    session.labels.colormap = red
+    assert session.window.colormap is session.lut is session.labels.colormap
+    enter_color(widget, qtbot, "0,255,0")  # with one, the others keep the user's red
+    cmap = session.window.colormap
+    assert np.allclose(cmap.map(np.array([plain]))[0], (1, 0, 0, 1))
+    assert np.allclose(cmap.map(np.array([colored]))[0], (0, 1, 0, 1))
+
+
+def test_a_3d_view_with_segmentation_installed_raises_nothing(seg_viewer):
+    viewer, widget, qtbot, _root, _seg = seg_viewer
+    session = widget.session
+    box = session.window_box
+    viewer.dims.ndisplay = 3
+    qtbot.wait(50)
+    viewer.dims.set_point(0, 25 * SCALE[0])
+    qtbot.wait(50)
+    assert session.relocate(force=True) is False and session.window_box == box
+    viewer.dims.ndisplay = 2
+    qtbot.wait(50)
+    session.relocate()
+    assert session.window_box != box  # 2-D again: the window follows the slice
+    # a session started in 3-D makes its window once the view is 2-D
+    session.uninstall()
+    viewer.dims.ndisplay = 3
+    qtbot.wait(20)
+    from napari_knossos.segmentation_layers import SegmentationSession
+
+    other = SegmentationSession(viewer, session.labels)
+    other.install()
+    assert other.window is None and session.labels.opacity > 0
+    viewer.dims.ndisplay = 2
+    qtbot.wait(50)
+    other.relocate()
+    assert other.window is not None and session.labels.opacity == 0.0
+    other.uninstall()
+
+
+def test_box_difference_and_distinct_ids():
+    from napari_knossos.segmentation_layers import box_difference, distinct_ids
+
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        a0, b0 = rng.integers(0, 12, 3), rng.integers(0, 12, 3)
+        new = (tuple(np.minimum(a0, b0).tolist()), tuple((np.maximum(a0, b0) + 1).tolist()))
+        a1, b1 = rng.integers(0, 12, 3), rng.integers(0, 12, 3)
+        old = (tuple(np.minimum(a1, b1).tolist()), tuple((np.maximum(a1, b1) + 1).tolist()))
+        expected = np.zeros((13, 13, 13), int)
+        expected[tuple(slice(a, b) for a, b in zip(*new))] = 1
+        expected[tuple(slice(a, b) for a, b in zip(*old))] = 0
+        covered = np.zeros_like(expected)
+        for lo, hi in box_difference(*new, *old):
+            covered[tuple(slice(a, b) for a, b in zip(lo, hi))] += 1
+        assert (covered == expected).all()  # new minus old, each voxel once
+    labels = np.repeat(rng.integers(0, 2**40, (6, 7, 5), dtype=np.uint64), 4, axis=2)
+    assert np.array_equal(distinct_ids(labels), np.unique(labels)) and distinct_ids(labels[:0]).size == 0

@@ -449,3 +449,17 @@ def test_annotation_objects_list_is_the_exchange_format():
     segs = make((1, [1, 2]))
     ann = Annotation(objects=segs.to_objects())
     assert isinstance(ann.objects[0], SegmentObject) and ann.objects[0].supervoxels == [1, 2]
+
+
+def test_colour_is_undoable_editable_when_locked_and_round_trips_the_mergelist():
+    segs = make((1, [1, 2]), (7, [7]))
+    segs.set_immutable(1)
+    segs.set_color(1, (255, 0, 255))  # a locked object's colour stays editable (KNOSSOS too)
+    segs.set_color(1, (0, 200, 0))
+    segs.undo()
+    assert segs.objects[1].color == (255, 0, 255) and segs.undo_text == "Colour of object 1"
+    segs.redo()
+    assert segs.objects[1].color == (0, 200, 0)
+    again = SegmentObjects.from_mergelist(segs.to_mergelist())
+    assert again.objects[1].color == (0, 200, 0) and again.objects[7].color is None
+    assert again.to_mergelist() == segs.to_mergelist()

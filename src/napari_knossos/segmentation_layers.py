@@ -17,10 +17,15 @@ the active id (right-drag), Shift+right-drag erases (Shift+right-drag), Shift+wh
 Merge: right-click merges the object under the cursor into the selected one, Ctrl only that
 supervoxel, Shift unmerges the object, Ctrl+Shift unmerges the supervoxel (same). Left-drag pans
 as always.
+
+Keys (:data:`SEGMENTATION_KEYS`): ``C`` with Paint or Fill makes a new object whose id is the paint
+id (KNOSSOS ``C`` in paint modes; otherwise ``C`` stays tracing's new tree), ``Shift+L`` draws new
+lookup-table colours; objects with a custom colour keep it (:meth:`SegmentationSession.apply_colors`).
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 import numpy as np
@@ -31,13 +36,50 @@ from .annotation.volume import EditableVolume
 from .formats.chunked import ArrayLikeMixin
 from .layer_data import AXIS_LABELS, METADATA_KEY, UNITS
 from .movement_area import area_box_zyx
+from .view_geometry import current_slice, displayed_axes, field_of_view, hidden_axis
 
-__all__ = ["MappedLevel", "SegmentationSession", "VolumeLevel", "find_segmentation_layers"]
+__all__ = ["SEGMENTATION_KEYS", "MappedLevel", "SegmentationSession", "VolumeLevel", "find_segmentation_layers"]
 
 ROLE = "napari_knossos_role"
+# KNOSSOS keys while editing segmentation: key → (action, description); napari key names
+SEGMENTATION_KEYS: dict[str, tuple[str, str]] = {
+    "C": ("create_object", "new object, its id becomes the paint id (Paint and Fill tools; else the tracing key)"),
+    "Shift-L": ("new_colors", "new random colours for every id without a custom colour"),
+}
+PAINT_TOOLS = ("paint", "fill")
 WINDOW_ROLE = "editable window"
 SLAB_HALF_DEPTH = 8  # slices above and below the current one in the window (no movement area)
 MAX_WINDOW_VOXELS = 64 * 1024**2
+MAX_TRACKED_IDS = 1_000_000  # ids kept in a direct colormap before it is rebuilt from the window alone
+
+
+def distinct_ids(data: np.ndarray) -> np.ndarray:
+    """The sorted distinct values of a label array: runs of one id (long in segmentations) are
+    collapsed first, so the sort sees far fewer values than ``np.unique`` would."""
+    flat = np.ascontiguousarray(data).reshape(-1)
+    if flat.size == 0:
+        return flat[:0].copy()
+    starts = np.empty(flat.size, bool)
+    starts[0] = True
+    np.not_equal(flat[1:], flat[:-1], out=starts[1:])
+    return np.unique(flat[starts])
+
+
+def box_difference(start, stop, old_start, old_stop) -> list[tuple[tuple, tuple]]:
+    """Boxes (start, stop) covering the box ``start``-``stop`` minus the box ``old_start``-``old_stop``."""
+    lo, hi = list(start), list(stop)
+    parts = []
+    for axis in range(len(lo)):
+        inner_lo, inner_hi = max(lo[axis], old_start[axis]), min(hi[axis], old_stop[axis])
+        if inner_lo >= inner_hi:
+            parts.append((tuple(lo), tuple(hi)))
+            return [(a, b) for a, b in parts if all(x < y for x, y in zip(a, b))]
+        if lo[axis] < inner_lo:
+            parts.append((tuple(lo), tuple(hi[:axis] + [inner_lo] + hi[axis + 1:])))
+        if inner_hi < hi[axis]:
+            parts.append((tuple(lo[:axis] + [inner_hi] + lo[axis + 1:]), tuple(hi)))
+        lo[axis], hi[axis] = inner_lo, inner_hi
+    return [(a, b) for a, b in parts if all(x < y for x, y in zip(a, b))]
 
 
 def find_segmentation_layers(viewer) -> list:
@@ -157,7 +199,17 @@ class SegmentationSession:
         self._future: list[str] = []
         self._replaying = False
         self._in_stroke = self._stroke_recorded = False
+        self.active_id_callbacks: list[Callable[[int], None]] = []  # told when a key changes the paint id
+        self._bound_keys: list[tuple] = []  # (target, key, handler, the binding it replaced)
+        self._lut = None  # the layer's colormap (napari): colours of ids without a custom colour
+        self._shown_ids: np.ndarray | None = None  # ids ever shown in the window, once custom colours need them
+        self._custom_cache: tuple | None = None  # ((segments.version, merged view), custom_colors())
+        self._applied_colors: tuple | None = None  # what the window's direct colormap was built from
+        self._setting_colormap = False  # our own colormap assignments (not the user's)
+        self._window_mapping: tuple | None = None  # (merged view, agglomerate) the window's ids went through
+        self._direct_colormap = None  # the last direct colormap apply_colors gave the window
         self.volume.subscribe(self._on_volume_change)
+        self._window_follows_edits = True  # until uninstall(): the window mirrors every edit
         self._unsubscribe_segments = self.segments.subscribe(self._on_segments_change)
         if tracing is not None:
             tracing.editor.subscribe(self._on_tracing_change)
@@ -199,9 +251,7 @@ class SegmentationSession:
         return np.round(self._mag1_float(world)).astype(np.int64)
 
     def _hidden_axis(self) -> int:
-        offset = self.viewer.dims.ndim - 3
-        displayed = [a - offset for a in self.viewer.dims.displayed]
-        return next(a for a in range(3) if a not in displayed)
+        return hidden_axis(self.viewer)
 
     def area_box(self):
         """The movement area as a mag-1 box (start, stop) zyx, or None."""
@@ -213,21 +263,14 @@ class SegmentationSession:
     def view_box(self, pad: float = 0.5) -> tuple[tuple, tuple]:
         """The visible 2-D field of view (mag-1 voxels, padded by ``pad`` on each side) and a slab of
         slices around the current one, clipped to the data."""
-        from .movement_area import _canvas_size
-
         ext_lo, ext_hi = (np.asarray(v) for v in self.volume.bounds)
-        cam = self.viewer.scene.camera
-        offset = self.viewer.dims.ndim - 3
-        displayed = [a - offset for a in self.viewer.dims.displayed]
-        hidden = self._hidden_axis()
-        w, h = _canvas_size(self.viewer)
-        half = np.array([h, w], np.float64) / 2 / max(float(cam.zoom), 1e-12) * (1 + 2 * pad)
-        center = np.asarray(cam.center, np.float64)[-2:]
+        hidden = hidden_axis(self.viewer)
+        view_lo, view_hi = field_of_view(self.viewer, self.scale_zyx, pad)
         lo, hi = ext_lo.copy(), ext_hi.copy()
-        for i, axis in enumerate(displayed[-2:]):
-            lo[axis] = int(np.floor((center[i] - half[i]) / self.scale_zyx[axis]))
-            hi[axis] = int(np.ceil((center[i] + half[i]) / self.scale_zyx[axis])) + 1
-        current = round(float(self.viewer.dims.point[offset + hidden]) / self.scale_zyx[hidden])
+        for axis in displayed_axes(self.viewer)[-2:]:
+            lo[axis] = int(np.floor(view_lo[axis]))
+            hi[axis] = int(np.ceil(view_hi[axis])) + 1
+        current = round(current_slice(self.viewer, self.scale_zyx))
         f = int(self.factor_zyx()[hidden])
         lo[hidden] = current - SLAB_HALF_DEPTH * f
         hi[hidden] = current + (SLAB_HALF_DEPTH + 1) * f
@@ -282,7 +325,10 @@ class SegmentationSession:
         return current_ok and inplane and size <= 4 * max(needed, 1)  # zoomed in a lot: shrink it
 
     def relocate(self, force: bool = False) -> bool:
-        """Move the editable window to the current view/area/mag if it no longer covers it."""
+        """Move the editable window to the current view/area/mag if it no longer covers it (2-D views
+        only: a 3-D view keeps the window where it was)."""
+        if self.viewer.dims.ndisplay != 2:
+            return False
         wanted = self._wanted_window()
         if not force and self._covers(wanted):
             return False
@@ -302,8 +348,11 @@ class SegmentationSession:
             self.window = Labels(data, name=f"{self.labels.name} (editable)", scale=scale, translate=translate,
                                  units=UNITS, axis_labels=AXIS_LABELS, opacity=getattr(self, "_base_opacity", self.labels.opacity),
                                  metadata={ROLE: WINDOW_ROLE, "napari_knossos_session": self})
-            self.window.colormap = self.labels.colormap
+            self._set_colormap(self.window, self.lut)
             self.window.editable = False  # our tools write to the volume, not napari's paint
+            if self._installed:
+                self.window.events.colormap.connect(self._on_layer_colormap)
+                self.labels.opacity = 0.0  # see install()
             active = self.viewer.layers.selection.active
             index = self.viewer.layers.index(self.labels) + 1
             self.viewer.layers.insert(index, self.window)
@@ -313,7 +362,17 @@ class SegmentationSession:
             self.window.data = data
             self.window.scale = scale
             self.window.translate = translate
+        old_box, mapping = self.window_box, (self.merged_view, self.agglomerate)
         self.window_box = (level, start, stop)
+        if self._shown_ids is not None:  # only the ids of what the window did not show before
+            if old_box is None or old_box[0] != level or mapping != self._window_mapping:
+                parts = [(start, stop)]
+            else:
+                parts = box_difference(start, stop, old_box[1], old_box[2])
+            for lo, hi in parts:
+                self._add_shown_ids(data[tuple(slice(a - s, b - s) for a, b, s in zip(lo, hi, start))])
+        self._window_mapping = mapping
+        self.apply_colors()
         return True
 
     def _display_map(self, ids: np.ndarray) -> np.ndarray:
@@ -341,6 +400,8 @@ class SegmentationSession:
             part = self._display_map(part)
         sl = tuple(slice(int(a - s), int(b - s)) for a, b, s in zip(lo, hi, start))
         self.window.data[sl] = part
+        if self._shown_ids is not None and self._add_shown_ids(part):
+            self.apply_colors()
         self.window.refresh()
 
     # -- mappings (merged view, agglomerates) ---------------------------------------------------------
@@ -364,7 +425,9 @@ class SegmentationSession:
     def _on_segments_change(self, change=None) -> None:
         self._record("segments")
         if self.merged_view:
-            self._apply_mapping()
+            self._apply_mapping()  # relocates, which applies the colours
+        else:
+            self.apply_colors()
 
     # -- tools ------------------------------------------------------------------------------------
     def _guard(self, action, *args, **kwargs):
@@ -395,12 +458,29 @@ class SegmentationSession:
                            bounds=self.fill_bounds())
 
     def segment_at(self, world) -> int:
-        """The (edited) supervoxel id at a world position (mag 1)."""
+        """The (edited) supervoxel id at a world position (mag 1): from the editable window when it
+        holds that voxel's supervoxel id (mag 1, no mapping), else read from the volume."""
         v = self._mag1_voxel(world)
+        in_window = self._window_id(v)
+        if in_window is not None:
+            return in_window
         lo, hi = (np.asarray(b) for b in self.volume.bounds)
         if ((v < lo) | (v >= hi)).any():
             return 0
         return int(self.volume.read(self.volume.mags[0], tuple(v.tolist()), tuple((v + 1).tolist()))[0, 0, 0])
+
+    def _window_id(self, voxel) -> int | None:
+        """The id at a mag-1 voxel (z, y, x) in the editable window's array, or None when the window
+        does not hold it (elsewhere, another mag, a merged or agglomerate view, or no longer edited)."""
+        box, window = self.window_box, self.window
+        if (box is None or window is None or box[0] != 0 or not self._window_follows_edits
+                or self.merged_view or self.agglomerate is not None):
+            return None
+        data = window.data
+        index = tuple(int(v) - s for v, s in zip(voxel, box[1]))
+        if all(0 <= i < n for i, n in zip(index, data.shape)):
+            return int(data[index])
+        return None
 
     def _inside_area(self, world) -> bool:
         area = self.area_box()
@@ -555,7 +635,8 @@ class SegmentationSession:
         sv = self.segment_at(event.position)
         obj = self.segments.object_under_cursor(sv) if sv else None
         self.cursor_text = f"segment {sv}" + (f", object {obj}" if obj is not None else "")
-        self.viewer.help = self.cursor_text  # the right-hand side of napari's status bar
+        if self.viewer.help != self.cursor_text:  # the right-hand side of napari's status bar
+            self.viewer.help = self.cursor_text  # (an evented setter: costly even when equal)
         for callback in self._status[1:]:
             callback(self.cursor_text)
 
@@ -565,6 +646,7 @@ class SegmentationSession:
         if self.tracing is not None:
             self.tracing.mouse_enabled = tool is None
         if tool is not None:
+            self.bind_keys()  # again: layers added (or keys rebound by tracing) since install
             self.relocate()
 
     def install(self) -> None:
@@ -575,13 +657,19 @@ class SegmentationSession:
         self.viewer.mouse_move_callbacks.append(self._on_mouse_move)
         # napari re-slices the pyramid after every pan, zoom, slice or level change: follow it
         self.labels.events.set_data.connect(self._on_view_change)
+        self.labels.events.colormap.connect(self._on_layer_colormap)
+        if self.window is not None:
+            self.window.events.colormap.connect(self._on_layer_colormap)
         self._installed = True
-        self.relocate(force=True)
+        self.bind_keys()
+        self._follow_tracing_installs()
         # the window shows the same ids where nothing was edited: two translucent layers would
         # double the colour, so the pyramid is drawn transparent (it still picks the level)
         self._base_opacity = self.labels.opacity
-        self.window.opacity = self._base_opacity
-        self.labels.opacity = 0.0
+        self.relocate(force=True)  # no window yet in a 3-D view: made on the first 2-D relocate
+        if self.window is not None:
+            self.window.opacity = self._base_opacity
+            self.labels.opacity = 0.0
 
     def _on_view_change(self, event=None) -> None:
         if self._relocating:
@@ -599,15 +687,243 @@ class SegmentationSession:
             if cb in callbacks:
                 callbacks.remove(cb)
         self._installed = False
+        self.unbind_keys()
         self.labels.events.set_data.disconnect(self._on_view_change)
+        for layer in (self.labels, self.window):
+            if layer is not None:
+                layer.events.colormap.disconnect(self._on_layer_colormap)
         self.labels.opacity = getattr(self, "_base_opacity", self.labels.opacity)
         self.volume.unsubscribe(self._on_volume_change)  # the volume and objects stay with the layer
+        self._window_follows_edits = False
+        self._stop_following_tracing_installs()
         if callable(self._unsubscribe_segments):
             self._unsubscribe_segments()
         if self.tracing is not None:
             self.tracing.editor.unsubscribe(self._on_tracing_change)
         if self.tracing is not None:
             self.tracing.mouse_enabled = True
+
+    # -- keys (C, Shift+L) ---------------------------------------------------------------------------
+    def _key_handler(self, key: str, previous):
+        """``C`` creates an object while Paint or Fill is on, else runs ``previous``, what it replaced
+        (tracing's new tree, or napari's own binding of the layer type such as an image's
+        auto-contrast); ``Shift+L`` reseeds the colours. A press/release ``previous`` (a generator
+        function, which napari steps on key release) gets a generator handler."""
+        action = SEGMENTATION_KEYS[key][0]
+
+        def ours() -> bool:
+            return key != "C" or self.tool in PAINT_TOOLS
+
+        if inspect.isgeneratorfunction(previous):
+            def handler(target):
+                if ours():
+                    self.action(action)()
+                    return
+                yield from previous(target)
+        else:
+            def handler(target):
+                if ours():
+                    self.action(action)()
+                    return None
+                return previous(target) if callable(previous) else None
+
+        handler.segmentation_session = self
+        return handler
+
+    def action(self, name: str) -> Callable[[], object]:
+        """The callable behind a :data:`SEGMENTATION_KEYS` action name."""
+        return {"create_object": self.create_object, "new_colors": self.new_colors}[name]
+
+    @staticmethod
+    def _class_binding(target, keybinding):
+        """What napari binds ``keybinding`` to for the target's type (``class_keymap`` along the MRO,
+        napari's order), or None."""
+        for cls in type(target).__mro__:
+            func = getattr(cls, "class_keymap", {}).get(keybinding)
+            if func is not None:
+                return func
+        return None
+
+    def bind_keys(self) -> None:
+        """Bind :data:`SEGMENTATION_KEYS` on the viewer and on every layer where the key already does
+        something (its own binding, such as tracing's ``C``, or its type's, such as an image's ``C``):
+        napari asks the active layer before the viewer. What was bound stays reachable (``C`` without a
+        paint tool) and the layer's own binding comes back on :meth:`unbind_keys`. Idempotent."""
+        from napari.utils.key_bindings import coerce_keybinding
+
+        for target in [self.viewer, *self.viewer.layers]:
+            for key in SEGMENTATION_KEYS:
+                keybinding = coerce_keybinding(key)
+                current = target.keymap.get(keybinding)
+                if getattr(current, "segmentation_session", None) is self:
+                    continue
+                previous = current if current is not None else self._class_binding(target, keybinding)
+                if target is not self.viewer and previous is None:
+                    continue  # nothing here: napari goes on to the viewer, where ours is
+                handler = self._key_handler(key, previous)
+                target.bind_key(key, handler, overwrite=True)
+                self._bound_keys.append((target, key, handler, current))
+
+    def unbind_keys(self) -> None:
+        """Give every key binding :meth:`bind_keys` replaced back (where ours is still bound)."""
+        from napari.utils.key_bindings import coerce_keybinding
+
+        for target, key, handler, previous in reversed(self._bound_keys):
+            if target.keymap.get(coerce_keybinding(key)) is handler:
+                target.bind_key(key, previous, overwrite=True)
+        self._bound_keys.clear()
+
+    def _follow_tracing_installs(self) -> None:
+        """Tracing's ``install()`` binds its keys anew, over ours: bind ours again right after it."""
+        if self.tracing is not None and self._rebind_keys not in self.tracing.install_callbacks:
+            self.tracing.install_callbacks.append(self._rebind_keys)
+
+    def _stop_following_tracing_installs(self) -> None:
+        if self.tracing is not None and self._rebind_keys in self.tracing.install_callbacks:
+            self.tracing.install_callbacks.remove(self._rebind_keys)
+
+    def _rebind_keys(self) -> None:
+        if self._installed:
+            self.bind_keys()
+
+    def _view_center_mag1(self) -> tuple[int, int, int]:
+        """The centre of the view (x, y, z mag-1 voxels), where a new object is placed."""
+        point = np.asarray(self.viewer.dims.point, np.float64)[-3:].copy()
+        center = np.asarray(self.viewer.scene.camera.center, np.float64)
+        for i, axis in enumerate(displayed_axes(self.viewer)[-2:]):
+            point[axis] = center[-2:][i]
+        xyz = self._mag1_voxel(point)[::-1]
+        return tuple(int(v) for v in np.clip(xyz, -(2**31), 2**31 - 1))
+
+    def create_object(self) -> int | None:
+        """KNOSSOS ``C`` in paint modes: a new object (id ``largestSegmentId`` + 1, as "New id") with
+        that id as its one supervoxel, selected and made the paint id; one undo step."""
+        oid = max(self.segments.next_id(), self.volume.largest_id + 1)
+        obj = self._guard(self.segments.new_object, object_id=oid, position=self._view_center_mag1())
+        if obj is None:
+            return None
+        self.selected_object = obj
+        self.active_id = int(next(iter(self.segments.objects[obj].supervoxels)))
+        for callback in self.active_id_callbacks:
+            callback(self.active_id)
+        self.status(f"object {obj} created: painting with id {self.active_id}")
+        return obj
+
+    # -- colours ------------------------------------------------------------------------------------
+    @property
+    def lut(self):
+        """The napari label colormap (cyclic or direct) colouring ids without a custom colour: the
+        segmentation layer's, then whatever the user gives the layer or the window (napari's layer
+        controls, ``layer.colormap = …``) or :meth:`new_colors` draws."""
+        if self._lut is None:
+            self._lut = self.labels.colormap
+        return self._lut
+
+    def _set_colormap(self, layer, colormap) -> None:
+        """Our own colormap assignment (not taken as the user's choice by :meth:`_on_layer_colormap`)."""
+        self._setting_colormap = True
+        try:
+            layer.colormap = colormap
+        finally:
+            self._setting_colormap = False
+
+    def _on_layer_colormap(self, event=None) -> None:
+        """The user gave the segmentation layer or the window another colormap: it becomes the table
+        of ids without a custom colour (on both layers)."""
+        layer = getattr(event, "source", None)
+        if self._setting_colormap or layer is None:
+            return
+        colormap = layer.colormap
+        if colormap is self._lut or colormap is self._direct_colormap:
+            return  # ours, or an event that changed no colormap
+        self._lut = colormap
+        self._applied_colors = None
+        if layer is not self.labels:
+            self._set_colormap(self.labels, colormap)
+        self.apply_colors()
+
+    def new_colors(self, seed: float | None = None):
+        """KNOSSOS Shift+L: a new random lookup table (every index gets another colour); objects with
+        a custom colour keep theirs. ``seed`` in [0, 1) for reproducible colours."""
+        from napari.utils.colormaps import CyclicLabelColormap, label_colormap
+
+        old = self.lut
+        cyclic = isinstance(old, CyclicLabelColormap)
+        rng = np.random.default_rng()
+        for _ in range(20):
+            new = label_colormap(len(old.colors) - 1 if cyclic else 49,
+                                 seed=float(rng.random() if seed is None else seed))
+            if not cyclic or (np.abs(new.colors[1:] - old.colors[1:]).max(axis=1) > 0).all():
+                break
+            seed = None  # a colour repeated at the same index: draw again
+        self._lut = new
+        self._applied_colors = None
+        self._set_colormap(self.labels, new)
+        self.apply_colors()
+        self.status("new colours")
+        return new
+
+    def custom_colors(self) -> dict[int, tuple[float, float, float, float]]:
+        """Displayed id → RGBA (0-1) of every object with a custom colour: the object id in the merged
+        view, else each supervoxel shown as that object. Cached until the objects change (do not
+        modify the returned dict)."""
+        key = (self.segments.version, self.merged_view)
+        if self._custom_cache is not None and self._custom_cache[0] == key:
+            return self._custom_cache[1]
+        objects = self.segments.objects
+        colored = {o: objects[o].color for o in objects if objects[o].color is not None}
+        out: dict[int, tuple] = {}
+        if colored and self.merged_view:
+            for oid, rgb in colored.items():
+                out[int(oid)] = (*(c / 255 for c in rgb), 1.0)
+        elif colored:
+            keys, values = self.segments.lookup()
+            for oid, rgb in colored.items():
+                rgba = (*(c / 255 for c in rgb), 1.0)
+                out.update(dict.fromkeys((int(k) for k in keys[values == np.uint64(oid)]), rgba))
+        self._custom_cache = (key, out)
+        return out
+
+    def apply_colors(self) -> None:
+        """Colour the window: the lookup table (:attr:`lut`, as it is) while no object has a custom
+        colour; else a direct colormap with the custom colours and the table's colour of every id the
+        window has shown, rebuilt only when ids were added or colours changed."""
+        if self.window is None:
+            return
+        custom = self.custom_colors()
+        if not custom:
+            self._applied_colors = None
+            if self.window.colormap is not self.lut:
+                self._set_colormap(self.window, self.lut)
+            return
+        from napari.utils.colormaps import DirectLabelColormap
+
+        if self._shown_ids is None:  # the first custom colour: the ids in the window, once
+            self._shown_ids = distinct_ids(np.asarray(self.window.data))
+        applied = self._applied_colors
+        if (applied is not None and (applied[0] is custom or applied[0] == custom) and applied[1] is self.lut
+                and applied[2] == self._shown_ids.size and self.window.colormap is self._direct_colormap):
+            return
+        ids = self._shown_ids[self._shown_ids != 0]
+        colors = {None: (0.0, 0.0, 0.0, 0.0), 0: (0.0, 0.0, 0.0, 0.0)}
+        if ids.size:
+            colors.update(zip(ids.tolist(), (tuple(c) for c in self.lut.map(ids).tolist())))
+        colors.update(custom)
+        self._direct_colormap = DirectLabelColormap(color_dict=colors)
+        self._set_colormap(self.window, self._direct_colormap)
+        self._applied_colors = (custom, self.lut, self._shown_ids.size)
+
+    def _add_shown_ids(self, part: np.ndarray) -> bool:
+        """Note the ids of newly shown data (read or painted into the window); True if any is new."""
+        new = np.setdiff1d(distinct_ids(part), self._shown_ids, assume_unique=True)
+        if not new.size:
+            return False
+        if self._shown_ids.size + new.size > MAX_TRACKED_IDS:  # too many for one colormap: the window's only
+            self._shown_ids = distinct_ids(np.asarray(self.window.data))
+            self._applied_colors = None
+        else:
+            self._shown_ids = np.union1d(self._shown_ids, new)
+        return True
 
     # -- meshes -----------------------------------------------------------------------------------
     def mesh_ids(self) -> tuple[str, list[int]]:

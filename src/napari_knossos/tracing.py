@@ -28,6 +28,7 @@ from .annotation.kzip import Annotation
 from .annotation.skeleton import Skeleton
 from .annotation_layers import ANNOTATION_KEY
 from .skeleton_layers import SKELETON_KEY, SYNC_KEY, SkeletonSync, _radius_voxels, skeleton_layer_data
+from .view_geometry import displayed_axes, hidden_axes
 
 __all__ = ["KEYS", "TracingSession", "find_skeleton_layers"]
 
@@ -128,6 +129,7 @@ class TracingSession:
         self.mouse_enabled = True  # off while a segmentation tool owns the mouse
         self.depth = 0  # slices either side of the current one in which nodes show and are clickable
         self._bound: list = []
+        self.install_callbacks: list = []  # called after install() has bound the keys (others bind theirs again)
         self._traversal: tuple[int, np.ndarray] | None = None
         points.metadata[SESSION_KEY] = self
 
@@ -150,10 +152,9 @@ class TracingSession:
         exact slice). 0: the current slice only; nodes in the band can be clicked."""
         self.depth = max(int(slices), 0)
         dims = self.viewer.dims
-        hidden = [a for a in range(dims.ndim) if a not in dims.displayed]
         thickness = list(dims.thickness)
-        for axis in hidden[-1:]:
-            thickness[axis] = (2 * self.depth + 1) * float(self.scale_zyx[axis - (dims.ndim - 3)]) if self.depth else 1.0
+        for axis in hidden_axes(self.viewer)[-1:]:  # spatial axis z, y or x
+            thickness[dims.ndim - 3 + axis] = (2 * self.depth + 1) * float(self.scale_zyx[axis]) if self.depth else 1.0
         for layer in self.viewer.layers:
             if type(layer).__name__ in ("Image", "Labels") and getattr(layer, "projection_mode", "none") != "none":
                 layer.projection_mode = "none"
@@ -277,8 +278,7 @@ class TracingSession:
                 return None
             cand = np.flatnonzero(ok)
             return int(skel.nodes["id"][cand[np.argmin(along[cand])]])
-        displayed = [a - (self.viewer.dims.ndim - 3) for a in self.viewer.dims.displayed]
-        hidden = [a for a in range(3) if a not in displayed]
+        displayed, hidden = displayed_axes(self.viewer), hidden_axes(self.viewer)
         in_slice = np.ones(skel.num_nodes, bool)
         for a in hidden:
             in_slice &= np.abs(pos_nm[:, a] - click[a]) <= (0.5 + self.depth) * self.scale_zyx[a]
@@ -517,7 +517,7 @@ class TracingSession:
     # -- install --------------------------------------------------------------------------
     def _bind(self, target, key: str, func) -> None:
         target.bind_key(key, func, overwrite=True)
-        self._bound.append((target, key))
+        self._bound.append((target, key, func))
 
     def install(self) -> None:
         """Bind the KNOSSOS keys (viewer, image and skeleton layers) and mouse callbacks."""
@@ -532,6 +532,8 @@ class TracingSession:
         self.viewer.mouse_drag_callbacks.append(self._on_mouse_drag)
         self.viewer.mouse_wheel_callbacks.append(self._on_mouse_wheel)
         self.sync.redraw_highlight()
+        for callback in list(self.install_callbacks):
+            callback()
 
     def _key_layers(self):
         ours = {self.points, self.vectors, self.sync.new_points, self.sync.new_vectors}
@@ -539,7 +541,11 @@ class TracingSession:
                 if layer in ours or layer.__class__.__name__ in ("Image", "Labels")]
 
     def uninstall(self) -> None:
-        for target, key in self._bound:
+        from napari.utils.key_bindings import coerce_keybinding
+
+        for target, key, func in self._bound:
+            if target.keymap.get(coerce_keybinding(key)) is not func:
+                continue  # bound over since (the segmentation's C): not ours to remove
             try:
                 target.bind_key(key, None, overwrite=True)
             except (ValueError, KeyError):

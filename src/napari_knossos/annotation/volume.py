@@ -71,6 +71,10 @@ class VolumeEditRefused(EditRefused):
     """A segmentation edit outside the allowed box (movement area ∩ view); message for the status bar."""
 
 
+class SegmentIdOutOfRange(VolumeEditRefused, ValueError):
+    """An id the segmentation's voxel type cannot hold (refused, nothing written)."""
+
+
 @dataclass(frozen=True)
 class RegionChange:
     """Voxels changed inside the mag-1 box ``[start_zyx, stop_zyx)`` (every mag over it may have changed).
@@ -515,7 +519,7 @@ class EditableVolume:
         info = np.iinfo(self.dtype)
         v = int(value)
         if not info.min <= v <= info.max:
-            raise ValueError(f"segment id {value} does not fit the segmentation's {self.dtype}")
+            raise SegmentIdOutOfRange(f"segment id {value} does not fit the segmentation's {self.dtype}")
         return v
 
     def _edit(self, kind: str, mi: int, start: Vec, values, mask: np.ndarray | None, bounds,

@@ -22,9 +22,39 @@ from ..formats.inplace import ReadOnlyDatasetError
 from ..segmentation_layers import SegmentationSession, find_segmentation_layers
 from .movement_area import session_for
 
-__all__ = ["SegmentationWidget"]
+__all__ = ["SegmentationWidget", "format_color", "parse_color"]
 
 TOOLS = {"Off": None, "Paint": "paint", "Fill": "fill", "Merge": "merge"}
+COLOR_HELP = "#rrggbb or r,g,b (0-255); empty: the lookup-table colour"
+
+
+def parse_color(text: str) -> tuple[int, int, int] | None:
+    """An object colour typed as ``#rrggbb`` or ``r,g,b``, or None for an empty text; ValueError
+    saying what is wrong otherwise (the 0-255 range is checked by ``SegmentObjects.set_color``)."""
+    text = str(text).strip()
+    if not text:
+        return None
+    if text.startswith("#"):
+        if len(text) != 7:
+            raise ValueError(f"colour {text!r}: expected #rrggbb")
+        try:
+            return tuple(int(text[i:i + 2], 16) for i in (1, 3, 5))
+        except ValueError:
+            raise ValueError(f"colour {text!r}: not hexadecimal") from None
+    parts = [p for p in text.replace(",", " ").split() if p]
+    try:
+        rgb = tuple(int(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"colour {text!r}: expected {COLOR_HELP}") from None
+    if len(rgb) != 3:
+        raise ValueError(f"colour {text!r}: expected three values 0-255")
+    return rgb
+
+
+def format_color(rgb) -> str:
+    return "" if rgb is None else "#{:02x}{:02x}{:02x}".format(*(int(v) for v in rgb))
+
+
 TARGETS = ["annotation (.k.zip)", "dataset (in place)", "webKnossos volume zip", "webKnossos volume zip (WKW)"]
 
 
@@ -57,6 +87,9 @@ class SegmentationWidget(Container):
         self.todo = CheckBox(text="todo", value=False)
         self.comment = LineEdit(label="object comment")
         self.category = LineEdit(label="object category")
+        self.color = LineEdit(label="object colour", tooltip=COLOR_HELP)
+        self.color_button = PushButton(text="Pick object colour…")
+        self.new_colors_button = PushButton(text="New colours (Shift+L)")
         self.jump_button = PushButton(text="Jump to object")
         self.mesh_button = PushButton(text="Mesh selected object (or paint id)")
         self.attach_mesh_button = PushButton(text="Attach last mesh to the active tree")
@@ -70,7 +103,8 @@ class SegmentationWidget(Container):
             self.layer_choice, self.start_button, self.new_button, self.tool, self.active_id, self.new_id_button, self.radius,
             self.radius_unit, self.shape, self.brush_3d, self.overpaint, self.erase_selected, self.fill_3d,
             self.merged_view, self.borders, self.opacity, self.merge_tracing, self.agglomerate, self.object_label,
-            self.lock, self.todo, self.comment, self.category, self.jump_button, self.mesh_button,
+            self.lock, self.todo, self.comment, self.category, self.color, self.color_button,
+            self.new_colors_button, self.jump_button, self.mesh_button,
             self.attach_mesh_button, self.undo_button, self.redo_button,
             self.target, self.save_button, self.cursor, self.status])
         self.start_button.changed.connect(lambda *_: self.start())
@@ -90,6 +124,10 @@ class SegmentationWidget(Container):
         self.todo.changed.connect(lambda on: self._object_edit("set_todo", on))
         self.comment.changed.connect(lambda text: self._object_edit("set_comment", text))
         self.category.changed.connect(lambda text: self._object_edit("set_category", text))
+        # applied when typing is done (Enter, focus out), not per keystroke: one undo step per colour
+        self.color.native.editingFinished.connect(lambda: self.set_object_color(self.color.value))
+        self.color_button.changed.connect(lambda *_: self.pick_object_color())
+        self.new_colors_button.changed.connect(lambda *_: self.session and self.session.new_colors())
         self.jump_button.changed.connect(self.jump_to_object)
         self.mesh_button.changed.connect(lambda *_: self.mesh_selected())
         self.attach_mesh_button.changed.connect(lambda *_: self.attach_mesh())
@@ -124,6 +162,7 @@ class SegmentationWidget(Container):
         self.session.add_status_callback(lambda text: setattr(self.cursor, "value", text))
         self.session.install()
         self.session.segments.subscribe(lambda *_: self._show_object())
+        self.session.active_id_callbacks.append(self._on_key_active_id)
         self.active_id.value = int(self.session.active_id)
         self._apply_settings()
         self._on_opacity(self.opacity.value)
@@ -267,7 +306,7 @@ class SegmentationWidget(Container):
         o = s.segments.objects[obj]
         self.object_label.value = f"object {obj}: {len(o.supervoxels)} supervoxels"
         for widget, value in ((self.lock, o.immutable), (self.todo, o.todo), (self.comment, o.comment or ""),
-                              (self.category, o.category or "")):
+                              (self.category, o.category or ""), (self.color, format_color(o.color))):
             with widget.changed.blocked():
                 widget.value = value
 
@@ -276,6 +315,39 @@ class SegmentationWidget(Container):
         if s is None or s.selected_object is None:
             return
         s._guard(getattr(s.segments, method), s.selected_object, value)
+
+    def _on_key_active_id(self, value: int) -> None:
+        """Key ``C`` made an object: show its id as the paint id and the object's fields."""
+        with self.active_id.changed.blocked():
+            self.active_id.value = int(value)
+        self._show_object()
+
+    def set_object_color(self, text) -> None:
+        """Custom colour of the selected object (undoable, saved in the mergelist); empty: default."""
+        s = self.session
+        if s is None or s.selected_object is None:
+            return
+        try:
+            rgb = parse_color(text) if isinstance(text, str) else text
+            if rgb != s.segments.objects[s.selected_object].color:
+                s._guard(s.segments.set_color, s.selected_object, rgb)
+        except ValueError as error:  # parse_color's or set_color's (the 0-255 range)
+            self._show_status(f"object {s.selected_object}: {error}")
+
+    def pick_object_color(self) -> None:
+        """Choose the selected object's colour in Qt's colour dialog."""
+        from qtpy.QtGui import QColor
+        from qtpy.QtWidgets import QColorDialog
+
+        s = self.session
+        if s is None or s.selected_object is None:
+            self._show_status("select an object first")
+            return
+        rgb = s.segments.objects[s.selected_object].color
+        color = QColorDialog.getColor(QColor(*rgb) if rgb else QColor(255, 255, 255), None, "Object colour")
+        if color.isValid():
+            self.color.value = format_color((color.red(), color.green(), color.blue()))
+            self.set_object_color(self.color.value)
 
     def jump_to_object(self, *_) -> None:
         s = self.session
