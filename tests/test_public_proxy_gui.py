@@ -1,0 +1,96 @@
+"""napari hands plugin dock widgets a ``PublicOnlyProxy`` of the viewer, which warns on every
+private attribute access (and will refuse it from napari 0.10). A whole work cycle through the
+three widgets, driven with real mouse and key events, must touch no private napari attribute."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from napari.utils._proxies import PublicOnlyProxy  # what napari wraps plugin widgets' viewer in
+from qtpy.QtCore import QPoint, Qt
+
+from napari_knossos.formats.knossos_writer import pyramid
+from napari_knossos.formats.wk_writer import WkLayerSpec, write_webknossos_dataset
+from napari_knossos.widgets.movement_area import MovementAreaWidget
+from napari_knossos.widgets.segmentation import SegmentationWidget
+from napari_knossos.widgets.tracing import TracingWidget
+
+from . import gui
+from .gui import blocks, canvas, look_at, make_room
+
+VOXEL = (10.0, 10.0, 25.0)
+SCALE = (25.0, 10.0, 10.0)
+
+
+def press_at(viewer, qtbot, path, button, modifier=Qt.KeyboardModifier.NoModifier):
+    native = canvas(viewer)
+    points = [gui.pixel_of(viewer, SCALE, y, x) for y, x in path]
+    qtbot.mousePress(native, button, modifier, points[0])
+    for p in points[1:]:
+        qtbot.mouseMove(native, p)
+        qtbot.wait(2)
+    qtbot.mouseRelease(native, button, modifier, points[-1])
+    qtbot.wait(10)
+
+
+@pytest.mark.filterwarnings("default::FutureWarning")
+def test_a_work_cycle_through_the_public_only_proxy(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    monkeypatch.setenv("NAPARI_KNOSSOS_DATA_DIR", str(tmp_path / "data"))
+    seg = blocks((32, 128, 128))
+    em = (np.indices((32, 128, 128)).sum(0) % 200 + 30).astype(np.uint8)
+    mags = pyramid(seg, 2, segmentation=True)
+    root = write_webknossos_dataset(tmp_path / "ds", VOXEL, [
+        WkLayerSpec("color", "color", {1: em}),
+        WkLayerSpec("segmentation", "segmentation", {1: mags[0], 2: mags[1]})])
+    viewer = make_napari_viewer(show=True)
+    viewer.open(str(root), plugin="napari-knossos")
+    proxy = PublicOnlyProxy(viewer)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tracing = TracingWidget(proxy)
+        viewer.window.add_dock_widget(tracing, name="Tracing")
+        segmentation = SegmentationWidget(proxy)
+        viewer.window.add_dock_widget(segmentation, name="Segmentation", area="left")
+        area = MovementAreaWidget(proxy)
+        viewer.window.add_dock_widget(area, name="Movement area", area="left")
+        make_room(viewer, qtbot)
+        look_at(viewer, qtbot, SCALE, 10, 64, 64, 0.4, active="color")
+        # trace: three linked nodes, a new tree, undo
+        for y, x in [(40, 40), (60, 50), (80, 70)]:
+            press_at(viewer, qtbot, [(y, x)], Qt.MouseButton.RightButton)
+        skel = tracing.session.skel
+        assert skel.num_nodes == 3 and skel.num_edges == 2
+        qtbot.keyClick(canvas(viewer), Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+        qtbot.wait(10)
+        assert skel.num_nodes == 2
+        # movement area from the view, then a paint stroke and a fill inside it
+        area.depth.value = 10
+        area.from_view()
+        assert skel.parameters.movement_area is not None
+        segmentation.start()
+        segmentation.tool.value = "Paint"
+        segmentation.active_id.value = 777
+        segmentation.radius.value = 3
+        press_at(viewer, qtbot, [(100, 30 + 2 * i) for i in range(6)], Qt.MouseButton.RightButton)
+        volume = segmentation.session.volume
+        assert volume.read((1, 1, 1), (10, 100, 35), (11, 101, 36))[0, 0, 0] == 777
+        segmentation.tool.value = "Merge"
+        press_at(viewer, qtbot, [(100, 36)], Qt.MouseButton.RightButton)
+        assert segmentation.session.selected_object is not None
+        segmentation.tool.value = "Off"
+        segmentation.mesh_selected(block=True)  # background thread, progress bar, Surface layer
+        qtbot.waitUntil(lambda: any(type(layer).__name__ == "Surface" for layer in viewer.layers), timeout=20000)
+        # mouse moves update the segment under the cursor
+        native = canvas(viewer)
+        qtbot.mouseMove(native, gui.pixel_of(viewer, SCALE, 100, 36))
+        qtbot.mouseMove(native, gui.pixel_of(viewer, SCALE, 101, 37) + QPoint(1, 1))
+        qtbot.wait(10)
+        assert "777" in segmentation.session.cursor_text
+        # saves
+        assert segmentation.save() >= 0
+        out = tracing.session.save(str(tmp_path / "work.k.zip"))
+        assert out and (tmp_path / "work.k.zip").exists()
+    private = [str(w.message) for w in caught if "Private attribute access" in str(w.message)]
+    assert not private, private
