@@ -21,6 +21,7 @@ def test_missing_file_gives_defaults_without_warning(recwarn):
     got = load_settings()
     assert got == TracingSettings() and not recwarn.list
     assert len(got.comment_slots) == 10 and got.locking_word == "seed" and got.skeleton_depth == 2
+    assert got.show_comments is False and got.default_radius == 1.5  # KNOSSOS: comments hidden, radius 1.5
 
 
 def test_round_trip_is_atomic_and_exact(config_dir):
@@ -28,6 +29,7 @@ def test_round_trip_is_atomic_and_exact(config_dir):
     s.comment_slots[0] = CommentSlot("soma", (0.0, 1.0, 0.0, 1.0), 5.0)
     s.comment_slots[9] = CommentSlot("Ende", None, 2.5)
     s.skeleton_depth, s.color_property, s.color_auto_range, s.color_max = 7, "depth", False, 12.5
+    s.show_comments, s.default_radius = True, 4.0
     path = save_settings(s)
     assert path == config_dir / "tracing-settings.json"
     assert os.listdir(config_dir) == ["tracing-settings.json"]  # no temporary file left behind
@@ -50,6 +52,8 @@ def test_old_or_partial_file_keeps_defaults_for_missing_keys(config_dir):
     b"\xff\xfe garbage",
     b"[1, 2]",
     json.dumps({"skeleton_depth": "two"}).encode(),
+    json.dumps({"default_radius": 0}).encode(),
+    json.dumps({"show_comments": "yes"}).encode(),
     json.dumps({"comment_slots": [{"text": "a", "color": [2, 0, 0]}]}).encode(),
     json.dumps({"comment_slots": [{"text": "a", "radius": -1}]}).encode(),
     json.dumps({"comment_slots": [{}] * 11}).encode(),

@@ -125,6 +125,31 @@ def test_new_layer_survives_being_emptied_and_refilled(skel):
     assert sync.new_points.features["comment"].tolist()[:2] == ["", ""]
 
 
+def test_comment_text_only_for_commented_nodes_in_main_and_new_layers(skel):
+    """Shown comments are the points' text, straight from the "comment" feature (empty for nodes
+    without one); edits, the "(new)" layers and flushes keep them current; off is one empty constant."""
+    from napari_knossos.annotation.editing import Mode, SkeletonEditor
+
+    points, vectors = make_layers(skel)
+    editor = SkeletonEditor(skel, Mode.TRACING_ADVANCED)
+    sync = SkeletonSync(skel, points, vectors, editor=editor, add_layer=lambda layer: None)
+    assert not sync.show_comments and points.text.values.tolist() in ("", [""] * 3)
+    editor.set_active_node(2)
+    editor.place_node((20, 30, 6))  # node 4, in the "(new)" layer, before comments are shown
+    sync.set_show_comments(True)
+    assert points.text.visible and points.text.values.tolist() == ["", "soma", ""]
+    assert sync.new_points.text.values[:2].tolist() == ["", ""]
+    skel.comments[4] = "ending"  # a model edit without the editor: the next redraw of new nodes shows it
+    editor.place_node((21, 30, 6))
+    assert sync.new_points.text.values[:2].tolist() == ["ending", ""]
+    editor.set_comment(1, "seed")  # through the editor: redrawn at once
+    assert points.text.values.tolist() == ["seed", "soma", "", "ending", ""]  # (a full redraw folded the new nodes in)
+    sync.set_show_comments(False)
+    assert not points.text.visible and not sync.new_points.text.visible
+    editor.set_comment(2, "spine")
+    assert points.text.values.tolist() in ("", [""] * 5)
+
+
 def test_match_comment_slots_first_case_insensitive_substring():
     """KNOSSOS CommentSetting: a comment matches a slot whose non-empty text it contains, ignoring
     case; the first such slot wins."""

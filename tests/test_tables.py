@@ -463,6 +463,38 @@ def test_context_menus_enable_by_selection(widget, editor):
     assert [a.text() for a in groups.actions()] == ["(no group)", "cells (1)"]
 
 
+def test_set_radius_of_selected_nodes_from_the_context_menu_is_one_undo_step(widget, editor, skel, monkeypatch):
+    asked = []
+
+    def get_double(parent, title, label, value, *args):
+        asked.append((label, value))
+        return 4.0, True  # what the user types into the dialog
+
+    monkeypatch.setattr(tables.QInputDialog, "getDouble", staticmethod(get_double))
+    editor.default_radius = 2.5
+    before = skel.nodes["radius"].copy()
+    editor.select_nodes([2, 5, 7])
+    (action,) = [a for a in widget.node_menu().actions() if a.objectName() == "set_radius"]
+    assert action.isEnabled() and action.text() == "Set radius…"
+    action.trigger()
+    assert asked == [("Radius (voxels) of 3 node(s):", 2.5)]  # starts at the default radius
+    rows = skel.rows([2, 5, 7])
+    assert skel.nodes["radius"][rows].tolist() == [4.0] * 3
+    others = np.setdiff1d(np.arange(skel.num_nodes), rows)
+    np.testing.assert_array_equal(skel.nodes["radius"][others], before[others])
+    radius_column = column(widget.nodes, 5)
+    assert [radius_column[r] for r in widget.nodes.table_rows([2, 5, 7]).tolist()] == ["4"] * 3
+    assert editor.undo_text == "Set radius"
+    editor.undo()  # one step takes all three back
+    np.testing.assert_array_equal(skel.nodes["radius"], before)
+    editor.select_nodes([])
+    editor.set_active_node(3)
+    widget.set_radius_of_selected(0.5)  # no selection: the active node
+    assert skel.nodes["radius"][skel.rows(3)] == 0.5
+    widget.set_radius_of_selected(-1)
+    assert "positive" in widget.status_label.text()
+
+
 def test_tables_module_does_not_import_napari():
     code = "import sys, napari_knossos.widgets.tables; print('napari' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

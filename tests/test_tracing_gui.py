@@ -522,3 +522,178 @@ def test_settings_survive_a_restart_and_a_corrupt_file_gives_defaults(traced, ma
     assert len(caught) == 1 and str(path) in str(caught[0].message)
     assert str(path) in fresh.status_label.text()
     assert fresh.comment_slots()[0].text == "" and fresh.depth.value() == 2
+
+
+def drag(viewer, qtbot, path, button=Qt.MouseButton.LeftButton, modifier=Qt.KeyboardModifier.NoModifier,
+         during=None):
+    gui.drag_through(viewer, qtbot, SCALE, path, button, modifier, during)
+
+
+def test_comments_are_drawn_beside_their_nodes_when_switched_on(traced, config_dir):
+    viewer, widget, qtbot = traced
+    session = widget.session
+    assert not widget.show_comments.isChecked()  # KNOSSOS' default: "show node comments" off
+    click(viewer, qtbot, 100, 60)
+    click(viewer, qtbot, 100, 140)
+    session.sync.flush()
+    widget.slot_edits[0].setText("soma")
+    session.editor.set_active_node(1)
+    key(viewer, qtbot, Qt.Key.Key_1, Qt.KeyboardModifier.ControlModifier)
+    qtbot.wait(50)
+
+    def label_pixels(y, x):
+        """Bright yellowish pixels just right of voxel (y, x), where the comment goes."""
+        shot = viewer.screenshot(canvas_only=True, flash=False).astype(int)
+        sx = shot.shape[1] / canvas(viewer).width()
+        p = pixel_of(viewer, y, x)
+        box = shot[int((p.y() - 20) * sx) : int((p.y() + 20) * sx), int((p.x() + 5) * sx) : int((p.x() + 60) * sx), :3]
+        return int(((box[..., 0] > 150) & (box[..., 1] > 150) & (box[..., 2] < 200)).sum())
+
+    assert label_pixels(100, 60) == 0
+    widget.tabs.setCurrentIndex(widget.tabs.indexOf(widget.show_comments.parentWidget()))
+    qtbot.mouseClick(widget.show_comments, Qt.MouseButton.LeftButton,
+                     pos=QPoint(8, widget.show_comments.height() // 2))
+    assert widget.show_comments.isChecked() and session.sync.show_comments
+    qtbot.wait(50)
+    assert label_pixels(100, 60) > 10  # "soma" drawn beside node 1
+    assert label_pixels(100, 140) == 0  # node 2 has no comment: no label
+    assert list(session.points.text.values) == ["soma", ""]
+    # a node in the "(new)" layer gets its label too
+    click(viewer, qtbot, 140, 140)  # node 3 goes to the "(new)" layer
+    session.skel.comments[3] = "spine"  # (a model edit without the editor; the next placed node redraws)
+    click(viewer, qtbot, 160, 100)
+    assert session.sync.pending == 2 and session.sync.new_points.text.values[:2].tolist() == ["spine", ""]
+    qtbot.wait(50)
+    assert label_pixels(140, 140) > 10
+    qtbot.waitUntil(lambda: (config_dir / "tracing-settings.json").exists(), timeout=3000)
+    assert '"show_comments": true' in (config_dir / "tracing-settings.json").read_text()
+    widget.show_comments.setChecked(False)
+    qtbot.wait(50)
+    assert label_pixels(100, 60) == 0
+
+
+def test_shift_and_ctrl_drag_box_select_the_shown_nodes_and_plain_drag_pans(traced):
+    viewer, widget, qtbot = traced
+    ed, session = widget.session.editor, widget.session
+    widget.mode_combo.setCurrentText(Mode.TRACING_ADVANCED.value)
+    for y, x in [(60, 60), (80, 90), (110, 70), (160, 160)]:  # nodes 1-3 in the box, 4 outside
+        click(viewer, qtbot, y, x)
+    viewer.dims.set_point(0, 30 * SCALE[0])  # node 5: inside the box in x/y but 10 slices away
+    click(viewer, qtbot, 90, 80)
+    viewer.dims.set_point(0, 20 * SCALE[0])
+    qtbot.wait(10)
+    ed.select_nodes([4])
+    center = tuple(viewer.scene.camera.center)
+    seen = []
+
+    def box_shown():
+        boxes = [layer for layer in viewer.layers if layer.name == "selection box"]
+        seen.append(len(boxes))
+        if boxes:
+            corners = boxes[0].data[0] * np.asarray(SCALE)  # voxel corners → nm
+            seen.append(np.allclose(corners[:, 1:].min(0), np.array([40, 40]) * SCALE[1], atol=SCALE[1]))
+
+    path = [(40, 40), (70, 70), (100, 100), (130, 120)]
+    drag(viewer, qtbot, path, modifier=Qt.KeyboardModifier.ShiftModifier, during=box_shown)
+    assert seen == [1, True]  # the box was drawn while dragging
+    assert not any(layer.name == "selection box" for layer in viewer.layers)  # and removed after
+    assert ed.selected_nodes == {1, 2, 3, 4}  # added to the selection; node 5 is off the shown slab
+    assert tuple(viewer.scene.camera.center) == center  # no pan meanwhile
+    assert viewer.layers.selection.active.name == "em"
+    # Ctrl+drag toggles: nodes 2 and 3 out
+    drag(viewer, qtbot, [(75, 65), (100, 80), (120, 100)], modifier=Qt.KeyboardModifier.ControlModifier)
+    assert ed.selected_nodes == {1, 4}
+    # with a deeper skeleton depth node 5 is shown, so the box takes it
+    widget.depth.setValue(10)
+    drag(viewer, qtbot, [(85, 75), (95, 85)], modifier=Qt.KeyboardModifier.ShiftModifier)
+    assert ed.selected_nodes == {1, 4, 5}
+    # a plain left-drag on empty canvas still pans and leaves the selection alone
+    drag(viewer, qtbot, [(150, 40), (150, 60), (150, 80)])
+    assert tuple(viewer.scene.camera.center) != center
+    assert ed.selected_nodes == {1, 4, 5} and session.skel.num_nodes == 5
+
+
+def test_ctrl_s_saves_through_the_widget_not_naparis_dialog(traced, tmp_path, monkeypatch):
+    from napari_knossos.annotation.kzip import read_kzip
+    from napari_knossos.widgets import tracing as tracing_widget
+
+    viewer, widget, qtbot = traced
+    target = tmp_path / "first.k.zip"
+    asked = []
+
+    def get_save_file_name(*args, **kwargs):
+        asked.append(args[1])
+        return str(target), "KNOSSOS (*.k.zip)"
+
+    monkeypatch.setattr(tracing_widget.QFileDialog, "getSaveFileName", staticmethod(get_save_file_name))
+    click(viewer, qtbot, 50, 50)
+    click(viewer, qtbot, 60, 60)
+    key(viewer, qtbot, Qt.Key.Key_S, Qt.KeyboardModifier.ControlModifier)  # no file yet: "Save as"
+    assert asked == ["Save annotation"] and target.exists()
+    assert read_kzip(target).skeleton.num_nodes == 2 and widget.dirty_label.text() == "saved"
+    click(viewer, qtbot, 70, 70)
+    key(viewer, qtbot, Qt.Key.Key_S, Qt.KeyboardModifier.ControlModifier)  # now to the same file, no dialog
+    assert asked == ["Save annotation"] and read_kzip(target).skeleton.num_nodes == 3
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("first")] == ["first.k.zip"]  # atomic
+    assert "Ctrl+S" in widget.cheat_sheet.toPlainText()
+
+
+def test_working_time_counts_pans_clicks_and_keys_not_only_edits(traced):
+    from napari_knossos.annotation.worktime import WorkTimer
+
+    viewer, widget, qtbot = traced
+    now = [1000.0]
+    widget.timer = WorkTimer(clock=lambda: now[0])
+    drag(viewer, qtbot, [(100, 100), (100, 120), (100, 140)])  # a pan: no edit
+    assert widget.session.skel.num_nodes == 0
+    now[0] += 20.0
+    drag(viewer, qtbot, [(100, 100), (120, 100)])  # another pan, 20 s later
+    assert widget.timer.elapsed_ms == 20_000
+    now[0] += 30.0
+    key(viewer, qtbot, Qt.Key.Key_Right)  # napari's own key (next slice)
+    assert widget.timer.elapsed_ms == 50_000
+    now[0] += 10.0
+    wheel(viewer, pixel_of(viewer, 100, 100), -120, Qt.KeyboardModifier.NoModifier)  # zoom
+    assert widget.timer.elapsed_ms == 60_000
+    now[0] += 600.0  # idle: at most the idle timeout counts
+    assert widget.timer.elapsed_ms == 120_000
+
+
+def test_default_radius_for_new_nodes_and_set_radius_from_the_node_menu(traced, config_dir, monkeypatch):
+    from napari_knossos.widgets import tables
+
+    viewer, widget, qtbot = traced
+    skel, ed = widget.session.skel, widget.session.editor
+    widget.default_radius.setValue(3.0)
+    assert ed.default_radius == 3.0
+    click(viewer, qtbot, 50, 50)
+    click(viewer, qtbot, 60, 60)
+    click(viewer, qtbot, 70, 70)
+    assert skel.nodes["radius"].tolist() == [3.0] * 3
+    widget.session.sync.flush()
+    assert widget.session.points.size.tolist() == [6.0] * 3
+    monkeypatch.setattr(tables.QInputDialog, "getDouble", staticmethod(lambda *a: (5.0, True)))
+    click(viewer, qtbot, 50, 50, Qt.MouseButton.LeftButton)
+    click(viewer, qtbot, 70, 70, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.ShiftModifier)
+    (action,) = [a for a in widget.tables.node_menu().actions() if a.objectName() == "set_radius"]
+    action.trigger()
+    assert skel.nodes["radius"].tolist() == [5.0, 3.0, 5.0]
+    key(viewer, qtbot, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)  # one undo step
+    assert skel.nodes["radius"].tolist() == [3.0] * 3
+    qtbot.waitUntil(lambda: (config_dir / "tracing-settings.json").exists(), timeout=3000)
+    assert '"default_radius": 3.0' in (config_dir / "tracing-settings.json").read_text()
+
+
+def test_keys_tab_lists_mouse_new_keys_and_segmentation_keys(traced):
+    from napari_knossos.segmentation_layers import SEGMENTATION_KEYS
+
+    _viewer, widget, _qtbot = traced
+    text = widget.cheat_sheet.toPlainText()
+    assert "Shift / Ctrl + left-drag" in text and "box" in text and "Ctrl+S" in text
+    segmentation = text[text.index("Segmentation"):]
+    shown = {"Control-Z": "Ctrl+Z", "Control-Shift-Z": "Ctrl+Shift+Z", "Shift-L": "Shift+L", "C": "C", "-": "-", "=": "="}
+    for key_name, (_action, description) in SEGMENTATION_KEYS.items():
+        assert shown[key_name] in segmentation and description in segmentation
+    from napari_knossos.widgets.tracing import _key_text
+
+    assert [_key_text(k) for k in ("-", "=", "Control-Shift-Z", "Shift--")] == ["-", "=", "Ctrl+Shift+Z", "Shift+-"]

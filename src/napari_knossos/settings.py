@@ -55,6 +55,8 @@ class TracingSettings:
     comment_slots: list[CommentSlot] = field(default_factory=lambda: [CommentSlot() for _ in range(N_SLOTS)])
     comment_colors: bool = True  # draw nodes in their comment slot's colour
     comment_radii: bool = True  # draw nodes with their comment slot's radius
+    show_comments: bool = False  # comment text beside the nodes (KNOSSOS "show node comments", off by default)
+    default_radius: float = 1.5  # radius (voxels) of new nodes (KNOSSOS default 1.5)
     linking: bool = True
     radius_locking: bool = False
     locking_word: str = "seed"
@@ -95,6 +97,8 @@ class TracingSettings:
             if type(value) is not kind:
                 raise ValueError(f"{f.name!r} should be {kind.__name__}, got {value!r}")
             setattr(out, f.name, value)
+        if not out.default_radius > 0:
+            raise ValueError(f"'default_radius' should be positive, got {out.default_radius!r}")
         if "comment_slots" in data:
             slots = data["comment_slots"]
             if not isinstance(slots, list) or len(slots) > N_SLOTS:

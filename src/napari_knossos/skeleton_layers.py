@@ -42,6 +42,8 @@ NODE_PIXELS = (7, 10_000)  # on-screen node size limits (px)
 ACTIVE_COLOR = (1.0, 0.1, 0.1, 1.0)  # KNOSSOS draws the active node red
 SELECTED_COLOR = (0.1, 0.9, 1.0, 1.0)
 BRANCHPOINT_COLOR = (0.2, 0.45, 1.0, 1.0)
+COMMENT_TEXT = {"color": "#ffe680", "size": 9, "anchor": "upper_left"}  # comment labels beside their nodes
+COMMENT_OFFSET_VOXELS = (0.0, 1.0, 2.0)  # (z, y, x): just right of and below the node
 
 
 def _palette(tree_ids: np.ndarray) -> np.ndarray:
@@ -245,6 +247,7 @@ class SkeletonSync:
         self.radius_scale = 1.0
         self.color_range: tuple[float, float] | None = None
         self.comment_highlights: list[tuple[str, tuple | None, float | None]] = []
+        self.show_comments = False
         self._removing: dict[int, list[int]] = {}
         self._updating = False
         self._handlers = {}
@@ -393,6 +396,8 @@ class SkeletonSync:
         self.new_points.projection_mode = self.points.projection_mode  # the main layers' depth display
         self.new_vectors.projection_mode = self.vectors.projection_mode
         self.new_points.metadata[SYNC_KEY] = self.new_vectors.metadata[SYNC_KEY] = self
+        if self.show_comments:
+            self._set_text(self.new_points)
         self.add_layer(self.new_vectors)
         self.add_layer(self.new_points)
         self._connect(self.new_points)
@@ -464,6 +469,8 @@ class SkeletonSync:
             comments[:n_new] = [skel.comments.get(int(i), "") for i in ids]
             features["node_id"], features["tree_id"] = node_id, tree_id
             features["radius"], features["comment"] = radius_col, comments
+            if self.show_comments:
+                points.text.refresh(features)  # the table was changed in place
             all_size = np.full(cap, 2 * DEFAULT_RADIUS_VOXELS)
             all_size[:n_new] = size
             all_face = np.tile(np.array([0.5, 0.5, 0.5, 1.0], np.float32), (cap, 1))  # hidden slots
@@ -572,6 +579,24 @@ class SkeletonSync:
                                     None if r is None or not r > 0 else float(r)) for t, c, r in slots]
         if redraw:
             self.restyle()
+
+    def set_show_comments(self, on: bool) -> None:
+        """Draw each node's comment next to it (KNOSSOS "show node comments", off by default).
+
+        napari's text comes straight from the layers' "comment" feature (empty for nodes without
+        a comment, so only commented nodes get a label); off, the text is one empty constant and
+        costs nothing when the layers are redrawn."""
+        self.show_comments = bool(on)
+        for layer in (self.points, self.new_points):
+            if layer is not None:
+                self._set_text(layer)
+
+    def _set_text(self, layer) -> None:
+        with self._blocked():
+            if self.show_comments:
+                layer.text = {**COMMENT_TEXT, "string": {"feature": "comment"}, "translation": COMMENT_OFFSET_VOXELS}
+            else:
+                layer.text = {"string": {"constant": ""}, "visible": False}
 
     def _has_style(self) -> bool:
         return bool(self.size_property or self.color_property

@@ -10,10 +10,15 @@ callbacks with napari's public API only.
 Mouse (KNOSSOS habit in brackets):
 right-click places a node (right-click), Ctrl+right-click a linked branch stub (same);
 left-click on a node makes it active, Shift+left adds it to the selection, Ctrl+left toggles
-it (left-click, Shift/Ctrl); left-drag on a node moves it (middle-drag; middle-drag works
-too); Alt+left-click on a node links or unlinks it with the active node (Alt+left);
+it (left-click, Shift/Ctrl); Shift+left-drag / Ctrl+left-drag from empty canvas draws a box
+and adds / toggles the nodes inside it that are shown (the skeleton depth), as KNOSSOS does;
+left-drag on a node moves it (middle-drag; middle-drag works too); Alt+left-click on a node links or unlinks it with the active node (Alt+left);
 Shift+wheel scales the active node's radius by 10 % (Shift+wheel). Left-drag elsewhere pans
 and right-drag zooms, as napari does.
+
+Every mouse press, wheel turn and bound key counts as activity for the working time
+(:attr:`TracingSession.activity_callbacks`), edits or not. ``Ctrl+S`` saves
+(:attr:`TracingSession.save_handler`: the widget's Save).
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ KEYS: dict[str, tuple[str, str]] = {
     "Control-Delete": ("delete_active_tree", "delete the active tree"),
     "Control-Z": ("undo", "undo"),
     "Control-Shift-Z": ("redo", "redo"),
+    "Control-S": ("save", "save the annotation (asks for a file name if it has none)"),
     **{f"Control-{(i + 1) % 10}": (f"comment_slot_{i}", f"comment slot {i + 1}") for i in range(10)},
 }
 LABELS_KEYS = set("EFLMPXBZ") | {"Shift-Z", "Control-Z", "Control-Shift-Z"}
@@ -126,6 +132,8 @@ class TracingSession:
                                  add_layer=self._add_helper_layer, on_refused=self.status)
         self.table_navigator = None  # set by the widget: object with next_node(d) / next_tree(d)
         self.activity_callbacks: list[Callable[[], None]] = []
+        self.save_handler: Callable[[], object] | None = None  # the widget's Save (Ctrl+S); else save()
+        self.box_layer = None  # the selection box's Shapes layer while a box is dragged
         self.mouse_enabled = True  # off while a segmentation tool owns the mouse
         self.depth = 0  # slices either side of the current one in which nodes show and are clickable
         self._bound: list = []
@@ -141,8 +149,7 @@ class TracingSession:
             self.viewer.layers.selection.active = active
         if self._bound:
             for key, (name, _) in KEYS.items():
-                func = self.action(name)
-                self._bind(layer, key, lambda _target, func=func: func())
+                self._bind(layer, key, self._key_handler(name))
 
     # -- display depth ----------------------------------------------------------------------
     def set_skeleton_depth(self, slices: int) -> None:
@@ -236,10 +243,14 @@ class TracingSession:
     def add_status_callback(self, callback: Callable[[str], None]) -> None:
         self._status_callbacks.append(callback)
 
-    def _act(self, action: Callable, *args):
-        """Run an editor action; a refused edit becomes a status message, not an exception."""
+    def activity(self) -> None:
+        """The user did something (key, mouse press, wheel): tell the working-time counters."""
         for callback in self.activity_callbacks:
             callback()
+
+    def _act(self, action: Callable, *args):
+        """Run an editor action; a refused edit becomes a status message, not an exception."""
+        self.activity()
         try:
             return action(*args)
         except EditRefused as refused:
@@ -434,9 +445,20 @@ class TracingSession:
         if active is not None:
             self._act(self.editor.scale_radius, [active], 1.1 ** steps)
 
+    def save_key(self) -> None:
+        """Ctrl+S: the widget's Save (current file, else "Save as"), or :meth:`save` without a widget."""
+        if self.save_handler is not None:
+            self.save_handler()
+            return
+        try:
+            self.save()
+        except (OSError, ValueError) as error:
+            self.status(f"not saved: {error}")
+
     def action(self, name: str) -> Callable[[], None]:
         """The callable behind a :data:`KEYS` action name."""
         simple = {
+            "save": self.save_key,
             "new_tree": self.new_tree, "synapse": self.synapse, "reverse_synapse": self.reverse_synapse,
             "push_branchpoint": self.push_branchpoint, "pop_branchpoint": self.pop_branchpoint,
             "jump_to_active": self.jump_to_active, "jump_to_cycle": self.jump_to_cycle,
@@ -454,6 +476,7 @@ class TracingSession:
     # -- mouse ----------------------------------------------------------------------------
     def _on_mouse_drag(self, viewer, event):
         """KNOSSOS mouse actions (see module docstring); other drags stay napari's."""
+        self.activity()  # any press counts as working time, even a pan
         if not self.mouse_enabled:
             return
         button, mods = event.button, _modifiers(event)
@@ -476,7 +499,9 @@ class TracingSession:
             self.link_at(world, view_dir)
             return
         if button == 1 and ("shift" in mods or "control" in mods):
-            self.select_at(world, "add" if "shift" in mods else "toggle", view_dir)
+            how = "add" if "shift" in mods else "toggle"
+            if self.select_at(world, how, view_dir) is None and self.viewer.dims.ndisplay == 2:
+                yield from self._box_select(event, how)
             return
         nid = self.pick_node(world, view_dir)
         if nid is None:
@@ -505,7 +530,76 @@ class TracingSession:
         if moved:
             self.status(f"node {nid} moved to {tuple(int(c) for c in self.skel.position(nid))}")
 
+    def _box_select(self, event, how: str):
+        """Drag a selection box from ``event`` (a press on empty canvas) and select the nodes in it."""
+        start = np.asarray(event.position, np.float64)
+        start_px = np.asarray(event.pos, float)
+        camera = self.viewer.scene.camera
+        pan = camera.mouse_pan
+        camera.mouse_pan = False
+        try:
+            yield
+            while event.type == "mouse_move":
+                self._draw_box(start, np.asarray(event.position, np.float64))
+                yield
+        finally:
+            camera.mouse_pan = pan
+            self._remove_box()
+        if np.linalg.norm(np.asarray(event.pos, float) - start_px) > 3:
+            ids = self.nodes_in_box(start, np.asarray(event.position, np.float64))
+            self.editor.select_nodes(ids.tolist(), mode=how)
+            self.status(f"{len(ids)} nodes in the box {'added to' if how == 'add' else 'toggled in'} the selection")
+
+    def _box_corners(self, a, b) -> np.ndarray:
+        """The box's four corners (z, y, x voxels) in the current slice, from two world positions."""
+        a, b = (np.asarray(p, np.float64)[-3:] / self.scale_zyx for p in (a, b))
+        disp = displayed_axes(self.viewer)
+        corners = np.tile(a, (4, 1))
+        corners[[1, 2], disp[0]] = b[disp[0]]
+        corners[[2, 3], disp[1]] = b[disp[1]]
+        return corners
+
+    def _draw_box(self, a, b) -> None:
+        corners = self._box_corners(a, b)
+        if self.box_layer is None or self.box_layer not in self.viewer.layers:
+            from napari.layers import Shapes
+
+            self.box_layer = Shapes([corners], shape_type="rectangle", edge_color="yellow", edge_width=1.5,
+                                    face_color=[1, 1, 0, 0.08], scale=tuple(self.scale_zyx), name="selection box",
+                                    metadata={"napari_knossos_role": "selection box"})
+            active = self.viewer.layers.selection.active
+            self.viewer.add_layer(self.box_layer)
+            if active is not None:
+                self.viewer.layers.selection.active = active
+        else:
+            self.box_layer.data = [corners]
+
+    def _remove_box(self) -> None:
+        if self.box_layer is not None and self.box_layer in self.viewer.layers:
+            self.viewer.layers.remove(self.box_layer)
+        self.box_layer = None
+
+    def nodes_in_box(self, a, b) -> np.ndarray:
+        """Ids of the nodes inside the box between world positions ``a`` and ``b`` (2-D view): those
+        shown in the current slab (the skeleton depth, as clicking picks them) of visible trees."""
+        skel = self.skel
+        if not skel.num_nodes:
+            return np.empty(0, np.int64)
+        pos_nm = np.stack([skel.nodes["z"], skel.nodes["y"], skel.nodes["x"]], axis=1) * self.scale_zyx
+        a, b = np.asarray(a, np.float64)[-3:], np.asarray(b, np.float64)[-3:]
+        inside = np.ones(skel.num_nodes, bool)
+        for axis in hidden_axes(self.viewer):
+            inside &= np.abs(pos_nm[:, axis] - a[axis]) <= (0.5 + self.depth) * self.scale_zyx[axis]
+        for axis in displayed_axes(self.viewer):
+            lo, hi = min(a[axis], b[axis]), max(a[axis], b[axis])
+            inside &= (pos_nm[:, axis] >= lo) & (pos_nm[:, axis] <= hi)
+        hidden_trees = [tid for tid, t in skel.trees.items() if not t.visible]
+        if hidden_trees:
+            inside &= ~np.isin(skel.nodes["tree"], hidden_trees)
+        return skel.nodes["id"][inside].copy()
+
     def _on_mouse_wheel(self, viewer, event):
+        self.activity()
         if not self.mouse_enabled:
             return
         mods = _modifiers(event)
@@ -515,6 +609,16 @@ class TracingSession:
             event.handled = True
 
     # -- install --------------------------------------------------------------------------
+    def _key_handler(self, name: str):
+        """A napari key callback running a :data:`KEYS` action (the key press counts as activity)."""
+        func = self.action(name)
+
+        def handler(_target):
+            self.activity()
+            func()
+
+        return handler
+
     def _bind(self, target, key: str, func) -> None:
         target.bind_key(key, func, overwrite=True)
         self._bound.append((target, key, func))
@@ -523,12 +627,12 @@ class TracingSession:
         """Bind the KNOSSOS keys (viewer, image and skeleton layers) and mouse callbacks."""
         self.uninstall()
         for key, (name, _) in KEYS.items():
-            func = self.action(name)
-            self._bind(self.viewer, key, lambda _target, func=func: func())
+            handler = self._key_handler(name)
+            self._bind(self.viewer, key, handler)
             for layer in self._key_layers():
                 if layer.__class__.__name__ == "Labels" and key in LABELS_KEYS:
                     continue
-                self._bind(layer, key, lambda _target, func=func: func())
+                self._bind(layer, key, handler)
         self.viewer.mouse_drag_callbacks.append(self._on_mouse_drag)
         self.viewer.mouse_wheel_callbacks.append(self._on_mouse_wheel)
         self.sync.redraw_highlight()

@@ -818,6 +818,7 @@ class SkeletonTablesWidget(QWidget):
             "delete_nodes": ("Delete nodes", self.delete_selected_nodes),
             "delete_trees": ("Delete trees", self.delete_selected_trees),
             "set_comment": ("Set comment…", self.set_comment_of_selected),
+            "set_radius": ("Set radius…", self.set_radius_of_selected),
             "set_tree_name": ("Set tree name…", self.set_name_of_selected_trees),
             "tree_colour": ("Set tree colour…", self.set_colour_of_selected_trees),
             "new_group": ("New group…", self.new_group),
@@ -1129,6 +1130,23 @@ class SkeletonTablesWidget(QWidget):
 
         self._run(apply)
 
+    def set_radius_of_selected(self, radius: float | None = None) -> None:
+        """Set the radius (voxels) of the selected (or else active) nodes in one undo step; asks for it
+        (starting at the default radius) when ``radius`` is None."""
+        nodes = self._selected_nodes() or ([self.editor.active_node] if self.editor.active_node is not None else [])
+        if not nodes:
+            self._report("no nodes selected")
+            return
+        if radius is None:
+            radius, ok = QInputDialog.getDouble(self, "Set radius", f"Radius (voxels) of {len(nodes)} node(s):",
+                                                float(getattr(self.editor, "default_radius", 1.5)), 0.01, 1e4, 2)
+            if not ok:
+                return
+        if not radius > 0:
+            self._report(f"a radius must be positive, not {radius}")
+            return
+        self._run(lambda: self.editor.set_radius(nodes, float(radius)))
+
     def set_name_of_selected_trees(self, name: str | None = None) -> None:
         trees = self._selected_trees()
         if not trees:
@@ -1262,7 +1280,8 @@ class SkeletonTablesWidget(QWidget):
         count, active = len(self.editor.selected_nodes), self.editor.active_node
         return self._menu([("copy_nodes", count > 0), ("select_trees_of_nodes", count > 0),
                            ("split_at_edge", count == 2), ("extract_component", count == 1 or active is not None),
-                           ("set_comment", count > 0 or active is not None), ("delete_nodes", count > 0)])
+                           ("set_comment", count > 0 or active is not None),
+                           ("set_radius", count > 0 or active is not None), ("delete_nodes", count > 0)])
 
     def tree_menu(self) -> QMenu:
         """The tree table's context menu, with a "Move to group" submenu."""

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import html
 import os
+import re
 import warnings
 from pathlib import Path
 
 import numpy as np
-from qtpy.QtCore import Qt, QTimer, Signal
+from qtpy.QtCore import QEvent, Qt, QTimer, Signal
 from qtpy.QtGui import QColor
 from qtpy.QtWidgets import (
+    QApplication,
     QCheckBox,
     QColorDialog,
     QComboBox,
@@ -45,6 +47,7 @@ from ..annotation.synapses import (
     write_synapses_csv,
 )
 from ..annotation.worktime import WorkTimer
+from ..segmentation_layers import SEGMENTATION_KEYS
 from ..settings import CommentSlot, TracingSettings, load_settings, save_settings, settings_path
 from ..tracing import KEYS, TracingSession, find_skeleton_layers
 from .tables import SkeletonTablesWidget
@@ -61,14 +64,19 @@ MOUSE = [
     ("Ctrl + right-click", "place a linked stub, pushed as a branch point; the active node stays", "Ctrl + right-click"),
     ("left-click a node", "make it the active node", "left-click"),
     ("Shift / Ctrl + left-click", "add to / toggle in the selection", "Shift / Ctrl + left-click"),
+    ("Shift / Ctrl + left-drag elsewhere", "box: add / toggle the shown nodes inside it", "Shift / Ctrl + left-drag"),
     ("left-drag a node", "move it (middle-drag too)", "middle-drag"),
     ("Alt + left-click a node", "link / unlink it with the active node", "Alt + left-click"),
     ("Shift + wheel", "active node radius ± 10 %", "Shift + wheel"),
     ("left-drag / right-drag elsewhere", "pan / zoom (napari)", "left-drag / Ctrl + wheel"),
 ]
-READ_ONLY_ACTIONS = {"jump_to_active", "traverse_forward", "traverse_backward", "next_node", "previous_node",
+READ_ONLY_ACTIONS = {"save", "jump_to_active", "traverse_forward", "traverse_backward", "next_node", "previous_node",
                      "next_tree", "previous_tree", "jump_to_cycle", "pop_branchpoint"}
 ADVANCED_ONLY = {"synapse", "reverse_synapse"}
+REVIEW_MOUSE = {"left-click a node", "Shift / Ctrl + left-click", "Shift / Ctrl + left-drag elsewhere",
+                "left-drag / right-drag elsewhere"}  # selecting and moving the view: allowed in Review
+ACTIVITY_EVENTS = (QEvent.Type.KeyPress, QEvent.Type.MouseButtonPress, QEvent.Type.MouseButtonDblClick,
+                   QEvent.Type.Wheel)
 
 
 def user_data_dir() -> str:
@@ -81,18 +89,25 @@ def user_data_dir() -> str:
     return platform_dir("napari-knossos", appauthor=False)
 
 
+def _key_text(key: str) -> str:
+    """napari's key name as shown: ``Control-Shift-Z`` → ``Ctrl+Shift+Z``; the keys ``-`` and ``=`` stay."""
+    return html.escape(re.sub(r"(?<=\w)-(?=.)", "+", key.replace("Control", "Ctrl")))
+
+
 def cheat_sheet_html(mode: Mode) -> str:
-    """The keys and mouse actions of ``mode`` as an HTML table (KNOSSOS equivalents alongside)."""
+    """The keys and mouse actions of ``mode`` as an HTML table (KNOSSOS equivalents alongside),
+    and the Segmentation widget's keys (from :data:`~napari_knossos.segmentation_layers.SEGMENTATION_KEYS`)."""
     rows = []
     for key, (name, text) in KEYS.items():
         if mode is Mode.REVIEW and name not in READ_ONLY_ACTIONS and not name.startswith("undo"):
             continue
         if mode is Mode.TRACING and name in ADVANCED_ONLY:
             continue
-        rows.append(f"<tr><td><b>{html.escape(key.replace('Control', 'Ctrl').replace('-', '+'))}</b></td>"
-                    f"<td>{html.escape(text)}</td></tr>")
+        rows.append(f"<tr><td><b>{_key_text(key)}</b></td><td>{html.escape(text)}</td></tr>")
     mouse = "".join(f"<tr><td><b>{html.escape(a)}</b></td><td>{html.escape(b)}</td><td>{html.escape(k)}</td></tr>"
-                    for a, b, k in MOUSE if mode is not Mode.REVIEW or "left-click a node" in a or "elsewhere" in a)
+                    for a, b, k in MOUSE if mode is not Mode.REVIEW or a in REVIEW_MOUSE)
+    segmentation = "".join(f"<tr><td><b>{_key_text(key)}</b></td><td>{html.escape(text)}</td></tr>"
+                           for key, (_name, text) in SEGMENTATION_KEYS.items())
     notes = {
         Mode.TRACING: "One tree at a time; every new node is linked to the active node; no cycles.",
         Mode.TRACING_ADVANCED: "Several trees, unlinked nodes (linking option), cycles and synapses allowed.",
@@ -103,7 +118,16 @@ def cheat_sheet_html(mode: Mode) -> str:
             "<h4>Mouse</h4><table><tr><th>napari</th><th>does</th><th>KNOSSOS</th></tr>" + mouse + "</table>"
             "<p>With a Labels layer selected, napari's label keys (E F L M P X B Z) win; "
             "select the image or skeleton layer to trace. The image layer's C (auto-contrast) and "
-            "X/Y/Z (3-D plane) keys are replaced while tracing.</p>")
+            "X/Y/Z (3-D plane) keys are replaced while tracing; Ctrl+S saves the annotation instead of "
+            "napari's \"Save layers\".</p>"
+            "<h4>Segmentation</h4><p>Keys of the Segmentation widget while one of its tools is on:</p>"
+            "<table>" + segmentation + "</table>")
+
+
+def _is_save_key(event) -> bool:
+    """Ctrl+S (Cmd+S on macOS)."""
+    mods = event.modifiers() & ~Qt.KeyboardModifier.KeypadModifier
+    return event.key() == Qt.Key.Key_S and mods == Qt.KeyboardModifier.ControlModifier
 
 
 def _format_ms(ms: int) -> str:
@@ -142,6 +166,7 @@ class TracingWidget(QWidget):
         self._tick = QTimer(self)
         self._tick.timeout.connect(self._on_tick)
         self._tick.start(1000)
+        QApplication.instance().installEventFilter(self)  # working time: any key, click or wheel
         points, _ = find_skeleton_layers(napari_viewer)
         if points is not None or len(napari_viewer.layers):
             self.start()
@@ -364,6 +389,20 @@ class TracingWidget(QWidget):
         both.addWidget(self.comment_colors)
         both.addWidget(self.comment_radii)
         form.addRow("highlight", both)
+        self.show_comments = QCheckBox("show comments")
+        self.show_comments.setToolTip("draw each node's comment beside it (KNOSSOS: show node comments)")
+        self.show_comments.toggled.connect(lambda on: self.session and self.session.sync.set_show_comments(on))
+        self.show_comments.toggled.connect(lambda _on: self._settings_changed())
+        form.addRow(self.show_comments)
+        self.default_radius = QDoubleSpinBox()
+        self.default_radius.setRange(0.01, 1e4)
+        self.default_radius.setSingleStep(0.5)
+        self.default_radius.setValue(1.5)
+        self.default_radius.setToolTip("radius (voxels) of new nodes")
+        self.default_radius.valueChanged.connect(
+            lambda v: self.session and setattr(self.session.editor, "default_radius", float(v)))
+        self.default_radius.valueChanged.connect(lambda _v: self._settings_changed())
+        form.addRow("default radius (voxels)", self.default_radius)
         self.linking = QCheckBox("link new nodes (Tracing Advanced; A cycles)")
         self.linking.setChecked(True)
         self.linking.toggled.connect(lambda on: self.session and setattr(self.session.editor, "linking", on))
@@ -409,8 +448,11 @@ class TracingWidget(QWidget):
         session = TracingSession(self.viewer, status=self._show_status)
         self.session = session
         session.install()
-        session.activity_callbacks.append(lambda: self.timer and self.timer.activity())
+        session.activity_callbacks.append(self.activity)
+        session.save_handler = self.save
         session.editor.linking = self.linking.isChecked()
+        session.editor.default_radius = float(self.default_radius.value())
+        session.sync.set_show_comments(self.show_comments.isChecked())
         session.set_skeleton_depth(self.depth.value())
         session.editor.comment_slots[:] = [edit.text() for edit in self.slot_edits]
         self._apply_locking()
@@ -432,6 +474,33 @@ class TracingWidget(QWidget):
         self._check_recovery()
         self._update_labels()
         return session
+
+    def activity(self) -> None:
+        """A key press, mouse press or wheel turn in the viewer: counts for the working time."""
+        if self.timer is not None:
+            self.timer.activity()
+
+    def _in_viewer(self, obj) -> bool:
+        return (self.session is not None and isinstance(obj, QWidget) and obj.window() is self.window()
+                and obj.window() is not self)
+
+    def eventFilter(self, obj, event) -> bool:
+        """Application-wide, as KNOSSOS' ActivityEventFilter: key presses, mouse presses and wheel
+        turns in the viewer's window count as activity (also napari's own keys and pans).
+
+        Ctrl+S there saves the annotation (:data:`~napari_knossos.tracing.KEYS`' "save", the Save
+        button) instead of napari's "Save Selected Layers" menu shortcut: the shortcut is claimed
+        (ShortcutOverride accepted) and the key press handled here."""
+        kind = event.type()
+        if kind in ACTIVITY_EVENTS and self._in_viewer(obj):
+            self.activity()
+        if kind in (QEvent.Type.ShortcutOverride, QEvent.Type.KeyPress) and _is_save_key(event) \
+                and self._in_viewer(obj):
+            event.accept()
+            if kind == QEvent.Type.KeyPress and not event.isAutoRepeat():
+                self.session.save_key()
+            return True
+        return False
 
     def _show_status(self, message: str) -> None:
         self.status_label.setText(message)
@@ -780,7 +849,8 @@ class TracingWidget(QWidget):
         """The widget's settings as they would be saved."""
         return TracingSettings(
             comment_slots=self.comment_slots(), comment_colors=self.comment_colors.isChecked(),
-            comment_radii=self.comment_radii.isChecked(), linking=self.linking.isChecked(),
+            comment_radii=self.comment_radii.isChecked(), show_comments=self.show_comments.isChecked(),
+            default_radius=float(self.default_radius.value()), linking=self.linking.isChecked(),
             radius_locking=self.locking.isChecked(), locking_word=self.locking_word.text(),
             locking_radius=float(self.locking_radius.value()), skeleton_depth=self.depth.value(),
             autosave=self.autosave_on.isChecked(), autosave_minutes=self.autosave_minutes.value(),
@@ -800,6 +870,8 @@ class TracingWidget(QWidget):
                 self.slot_radius_spins[i].setValue(slot.radius or 0.0)
             self.comment_colors.setChecked(settings.comment_colors)
             self.comment_radii.setChecked(settings.comment_radii)
+            self.show_comments.setChecked(settings.show_comments)
+            self.default_radius.setValue(settings.default_radius)
             self.linking.setChecked(settings.linking)
             self.locking.setChecked(settings.radius_locking)
             self.locking_word.setText(settings.locking_word)
@@ -858,6 +930,7 @@ class TracingWidget(QWidget):
 
     def closeEvent(self, event) -> None:
         self._tick.stop()
+        QApplication.instance().removeEventFilter(self)
         if self._save_timer.isActive():
             self.save_settings()
         if self.session is not None:
