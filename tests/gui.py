@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from qtpy.QtCore import QPoint
+from qtpy.QtCore import QPoint, Qt
 
 
 def canvas(viewer):
@@ -38,6 +38,22 @@ def pixel_of(viewer, scale_zyx, y, x) -> QPoint:
     cy, cx = cam.center[-2:]
     return QPoint(round((x * scale_zyx[2] - cx) * cam.zoom + native.width() / 2),
                   round((y * scale_zyx[1] - cy) * cam.zoom + native.height() / 2))
+
+
+def drag_through(viewer, qtbot, scale_zyx, path, button, modifier=Qt.KeyboardModifier.NoModifier, during=None,
+                 settle_ms=5) -> None:
+    """Press at the first voxel (y, x) of ``path``, move through the others, release at the last
+    (real Qt mouse events on the canvas); ``during()`` runs before the release."""
+    native = canvas(viewer)
+    points = [pixel_of(viewer, scale_zyx, y, x) for y, x in path]
+    qtbot.mousePress(native, button, modifier, points[0])
+    for p in points[1:]:
+        qtbot.mouseMove(native, p)
+        qtbot.wait(2)
+    if during is not None:
+        during()
+    qtbot.mouseRelease(native, button, modifier, points[-1])
+    qtbot.wait(settle_ms)
 
 
 def blocks(shape_zyx, block=16, seed=0) -> np.ndarray:

@@ -25,14 +25,7 @@ SCALE = (25.0, 10.0, 10.0)
 
 
 def press_at(viewer, qtbot, path, button, modifier=Qt.KeyboardModifier.NoModifier):
-    native = canvas(viewer)
-    points = [gui.pixel_of(viewer, SCALE, y, x) for y, x in path]
-    qtbot.mousePress(native, button, modifier, points[0])
-    for p in points[1:]:
-        qtbot.mouseMove(native, p)
-        qtbot.wait(2)
-    qtbot.mouseRelease(native, button, modifier, points[-1])
-    qtbot.wait(10)
+    gui.drag_through(viewer, qtbot, SCALE, path, button, modifier, settle_ms=10)
 
 
 @pytest.mark.filterwarnings("default::FutureWarning")
@@ -65,6 +58,11 @@ def test_a_work_cycle_through_the_public_only_proxy(make_napari_viewer, qtbot, t
         qtbot.keyClick(canvas(viewer), Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
         qtbot.wait(10)
         assert skel.num_nodes == 2
+        # comments shown, a Shift+left-drag box selects both nodes (a temporary Shapes layer)
+        tracing.show_comments.setChecked(True)
+        press_at(viewer, qtbot, [(30, 30), (50, 50), (70, 60)], Qt.MouseButton.LeftButton,
+                 Qt.KeyboardModifier.ShiftModifier)
+        assert tracing.session.editor.selected_nodes == {1, 2}
         # movement area from the view, then a paint stroke and a fill inside it
         area.depth.value = 10
         area.from_view()
@@ -78,14 +76,29 @@ def test_a_work_cycle_through_the_public_only_proxy(make_napari_viewer, qtbot, t
         assert volume.read((1, 1, 1), (10, 100, 35), (11, 101, 36))[0, 0, 0] == 777
         segmentation.tool.value = "Merge"
         press_at(viewer, qtbot, [(100, 36)], Qt.MouseButton.RightButton)
-        assert segmentation.session.selected_object is not None
+        merged = segmentation.session.selected_object
+        assert merged is not None
+        # a left-click with a tool on selects the object under the cursor (a new one here)
+        segmentation.tool.value = "Paint"
+        press_at(viewer, qtbot, [(40, 100)], Qt.MouseButton.LeftButton)
+        picked = segmentation.session.selected_object
+        assert picked not in (None, merged) and segmentation.objects_table.selected_id() == picked
+        # a click on a row of the object table selects that object; Ctrl+Z (tool on) undoes the new one
+        table = segmentation.objects_table
+        index = table.model.index(table.model.table_row(merged), 0)
+        qtbot.mouseClick(table.view.viewport(), Qt.MouseButton.LeftButton, pos=table.view.visualRect(index).center())
+        assert segmentation.session.selected_object == merged and f"object {merged}" in segmentation.object_label.value
+        qtbot.keyClick(canvas(viewer), Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+        qtbot.wait(10)
+        assert picked not in segmentation.session.segments.objects and skel.num_nodes == 2
         segmentation.tool.value = "Off"
         segmentation.mesh_selected(block=True)  # background thread, progress bar, Surface layer
         qtbot.waitUntil(lambda: any(type(layer).__name__ == "Surface" for layer in viewer.layers), timeout=20000)
         # mouse moves update the segment under the cursor
         native = canvas(viewer)
-        qtbot.mouseMove(native, gui.pixel_of(viewer, SCALE, 100, 36))
-        qtbot.mouseMove(native, gui.pixel_of(viewer, SCALE, 101, 37) + QPoint(1, 1))
+        # (voxels the stroke's first stabs cover: napari may coalesce the later mouse moves of a drag)
+        qtbot.mouseMove(native, gui.pixel_of(viewer, SCALE, 100, 33))
+        qtbot.mouseMove(native, gui.pixel_of(viewer, SCALE, 101, 34) + QPoint(1, 1))
         qtbot.wait(10)
         assert "777" in segmentation.session.cursor_text
         # saves

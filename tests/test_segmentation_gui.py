@@ -46,14 +46,7 @@ def pixel_of(viewer, y, x):
 
 
 def drag(viewer, qtbot, path, button=Qt.MouseButton.RightButton, modifier=Qt.KeyboardModifier.NoModifier):
-    native = canvas(viewer)
-    points = [pixel_of(viewer, y, x) for y, x in path]
-    qtbot.mousePress(native, button, modifier, points[0])
-    for p in points[1:]:
-        qtbot.mouseMove(native, p)
-        qtbot.wait(2)
-    qtbot.mouseRelease(native, button, modifier, points[-1])
-    qtbot.wait(5)
+    gui.drag_through(viewer, qtbot, SCALE, path, button, modifier)
 
 
 def click(viewer, qtbot, y, x, button=Qt.MouseButton.RightButton, modifier=Qt.KeyboardModifier.NoModifier):
@@ -781,3 +774,180 @@ def test_box_difference_and_distinct_ids():
         assert (covered == expected).all()  # new minus old, each voxel once
     labels = np.repeat(rng.integers(0, 2**40, (6, 7, 5), dtype=np.uint64), 4, axis=2)
     assert np.array_equal(distinct_ids(labels), np.unique(labels)) and distinct_ids(labels[:0]).size == 0
+
+
+# -- picking objects, the object table, undo keys, Review mode, brush keys ----------------------------------------
+def left_click(viewer, qtbot, y, x, modifier=Qt.KeyboardModifier.NoModifier):
+    click(viewer, qtbot, y, x, button=Qt.MouseButton.LeftButton, modifier=modifier)
+
+
+def test_left_click_selects_the_object_under_the_cursor_and_the_widget_shows_it(seg_viewer):
+    viewer, widget, qtbot, _root, seg = seg_viewer
+    session = widget.session
+    a, b, c = int(seg[10, 40, 40]), int(seg[10, 40, 56]), int(seg[10, 80, 80])
+    obj = session.segments.new_object([a, b], position=(40, 40, 10), category="mito", comment="left one",
+                                      todo=True, color=(10, 200, 30))
+    other = session.segments.new_object([c], position=(80, 80, 10), immutable=True)
+    left_click(viewer, qtbot, 60, 60)  # no tool: the left click stays tracing's and napari's
+    assert session.selected_object is None
+    widget.tool.value = "Paint"
+    left_click(viewer, qtbot, 40, 56)  # on b: its object
+    assert session.selected_object == obj and session.active_id == b == widget.active_id.value
+    assert f"object {obj}: 2 supervoxels" in widget.object_label.value
+    assert (widget.comment.value, widget.category.value, widget.todo.value, widget.lock.value,
+            widget.color.value) == ("left one", "mito", True, False, "#0ac81e")
+    assert widget.objects_table.selected_id() == obj
+    widget.tool.value = "Merge"
+    left_click(viewer, qtbot, 80, 80)
+    assert session.selected_object == other and widget.lock.value is True and widget.comment.value == ""
+    # Ctrl+left-click on the selected object deselects it (one object is selected at a time)
+    left_click(viewer, qtbot, 80, 80, Qt.KeyboardModifier.ControlModifier)
+    assert session.selected_object is None and widget.object_label.value == "no object selected"
+    # a segment in no object: a new one-supervoxel object there, selected (one undo step)
+    widget.tool.value = "Fill"
+    d = int(seg[10, 100, 30])
+    left_click(viewer, qtbot, 100, 30)
+    new = session.selected_object
+    assert new not in (obj, other) and set(session.segments.objects[new].supervoxels) == {d}
+    assert session.segments.objects[new].position == (30, 100, 10)
+    # a left drag pans as always and selects nothing
+    center = viewer.scene.camera.center
+    drag(viewer, qtbot, [(40, 40), (50, 50), (60, 60)], button=Qt.MouseButton.LeftButton)
+    assert session.selected_object == new and viewer.scene.camera.center != center
+
+
+def test_object_table_filters_selects_jumps_and_deletes_undoably(seg_viewer):
+    viewer, widget, qtbot, _root, seg = seg_viewer
+    session = widget.session
+    segments = session.segments
+    table = widget.objects_table
+    ids = [segments.new_object([int(seg[10, 8 + 16 * i, 8])], position=(8, 8 + 16 * i, 10 + i % 3),
+                               category=("mito", "cell")[i % 2], comment=f"axon {i}" if i < 3 else "",
+                               todo=i % 3 == 0) for i in range(6)]
+    view, model = table.view, table.model
+    assert model.rowCount() == 6 and [model.id_at(r) for r in range(6)] == sorted(ids)
+    assert view.model().data(model.index(model.table_row(ids[0]), model.SIZE)) == "1"
+    # filter box: typed text narrows to comments/categories holding it, a number to that id too
+    qtbot.keyClicks(table.filter_box, "axon")
+    assert model.rowCount() == 3
+    table.filter_box.clear()
+    qtbot.keyClicks(table.filter_box, str(ids[4]))
+    assert list(model.shown_ids()) == [ids[4]]
+    table.filter_box.clear()
+    table.category_box.setCurrentText("cell")
+    assert sorted(model.shown_ids().tolist()) == [ids[1], ids[3], ids[5]]
+    table.todo_box.setChecked(True)
+    assert model.shown_ids().tolist() == [ids[3]]
+    table.todo_box.setChecked(False)
+    table.category_box.setCurrentText("(all categories)")
+    assert model.rowCount() == 6
+    # a click on a row selects that object (the fields show it)
+    index = model.index(model.table_row(ids[2]), model.COMMENT)
+    qtbot.mouseClick(view.viewport(), Qt.MouseButton.LeftButton, pos=view.visualRect(index).center())
+    assert session.selected_object == ids[2] and widget.comment.value == "axon 2"
+    # a double-click jumps there
+    viewer.scene.camera.center = (0.0, 0.0, 0.0)
+    index = model.index(model.table_row(ids[4]), model.ID)
+    pos = view.visualRect(index).center()
+    qtbot.mouseClick(view.viewport(), Qt.MouseButton.LeftButton, pos=pos)  # a double-click: a click, then
+    qtbot.mouseDClick(view.viewport(), Qt.MouseButton.LeftButton, pos=pos)  # Qt's double-click event
+    assert session.selected_object == ids[4]
+    np.testing.assert_allclose(viewer.scene.camera.center[-2:], [(8 + 16 * 4) * SCALE[1], 8 * SCALE[2]])
+    assert viewer.dims.point[0] == pytest.approx((10 + 4 % 3) * SCALE[0])
+    # a changed comment shows in its row at once
+    widget.comment.value = "soma"
+    assert model.data(model.index(model.table_row(ids[4]), model.COMMENT)) == "soma"
+    # delete, then Ctrl+Z (a tool on) brings it back
+    qtbot.mouseClick(table.delete_button, Qt.MouseButton.LeftButton)
+    assert ids[4] not in segments.objects and model.rowCount() == 5 and session.selected_object is None
+    widget.tool.value = "Merge"
+    press(viewer, qtbot, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert ids[4] in segments.objects and model.rowCount() == 6
+    assert segments.objects[ids[4]].comment == "soma"
+    # a locked object is not deleted
+    segments.set_immutable(ids[1], True)
+    widget.select_object(ids[1])
+    qtbot.mouseClick(table.delete_button, Qt.MouseButton.LeftButton)
+    assert ids[1] in segments.objects and "locked" in widget.status.value
+    assert model.data(model.index(model.table_row(ids[1]), model.LOCK)) == "locked"
+
+
+def test_ctrl_z_undoes_segmentation_with_a_tool_on_and_tracing_without(seg_viewer):
+    viewer, widget, qtbot, _root, seg = seg_viewer
+    session = widget.session
+    skel = session.tracing.skel
+    click(viewer, qtbot, 60, 60)  # no tool: right-click places a tracing node
+    click(viewer, qtbot, 70, 70)
+    assert skel.num_nodes == 2
+    widget.tool.value = "Paint"
+    widget.active_id.value = 888
+    widget.radius.value = 2
+    drag(viewer, qtbot, [(40, 30 + 2 * i) for i in range(6)])
+    assert (mag1(widget)[10, 40, 30:41] == 888).all()
+    press(viewer, qtbot, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert (mag1(widget) == seg).all() and skel.num_nodes == 2  # the stroke, not a node
+    press(viewer, qtbot, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
+    assert (mag1(widget)[10, 40, 30:41] == 888).all() and skel.num_nodes == 2
+    widget.tool.value = "Off"
+    press(viewer, qtbot, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert skel.num_nodes == 1 and (mag1(widget)[10, 40, 30:41] == 888).all()  # tracing's undo
+
+
+def test_review_mode_refuses_painting_filling_and_merging(seg_viewer):
+    viewer, widget, qtbot, _root, seg = seg_viewer
+    session = widget.session
+    obj = session.segments.new_object([int(seg[10, 40, 40])], position=(40, 40, 10))
+    session.tracing.editor.set_mode("Review")
+    widget.tool.value = "Paint"
+    widget.active_id.value = 999
+    drag(viewer, qtbot, [(40, 30 + 2 * i) for i in range(6)])
+    assert (mag1(widget) == seg).all() and "Review" in widget.status.value
+    widget.status.value = ""
+    drag(viewer, qtbot, [(40, 30), (40, 40)], modifier=Qt.KeyboardModifier.ShiftModifier)  # erase
+    assert (mag1(widget) == seg).all() and "Review" in widget.status.value
+    widget.tool.value = "Fill"
+    click(viewer, qtbot, 80, 80)
+    assert (mag1(widget) == seg).all()
+    widget.tool.value = "Merge"
+    left_click(viewer, qtbot, 40, 40)  # selecting an existing object is no edit
+    assert session.selected_object == obj
+    click(viewer, qtbot, 40, 56)
+    assert set(session.segments.objects[obj].supervoxels) == {int(seg[10, 40, 40])} and len(session.segments) == 1
+    press(viewer, qtbot, Qt.Key.Key_C)  # no new object either
+    assert len(session.segments) == 1
+    session.tracing.editor.set_mode("Tracing")
+    widget.tool.value = "Paint"
+    assert widget.active_id.value == int(seg[10, 40, 40])  # the selected object's supervoxel
+    widget.active_id.value = 999
+    drag(viewer, qtbot, [(40, 30), (40, 34)])
+    assert mag1(widget)[10, 40, 32] == 999
+
+
+def test_brush_keys_change_the_radius_while_painting(seg_viewer):
+    viewer, widget, qtbot, _root, seg = seg_viewer
+    session = widget.session
+    widget.radius.value = 5
+    press(viewer, qtbot, Qt.Key.Key_Minus)  # no tool: not the brush
+    assert session.brush_radius == 5
+    widget.tool.value = "Paint"
+    press(viewer, qtbot, Qt.Key.Key_Equal)  # the '+' key
+    assert session.brush_radius == 6 == widget.radius.value
+    press(viewer, qtbot, Qt.Key.Key_Minus, Qt.KeyboardModifier.ShiftModifier)  # KNOSSOS Shift+'-'
+    press(viewer, qtbot, Qt.Key.Key_Minus)
+    assert session.brush_radius == 4 == widget.radius.value
+    for _ in range(6):
+        press(viewer, qtbot, Qt.Key.Key_Minus)
+    assert session.brush_radius == 0.5
+    widget.radius.value = 3  # the widget still sets it
+    assert session.brush_radius == 3
+    drag(viewer, qtbot, [(40, 40)])
+    edited = mag1(widget)
+    assert edited[10, 40, 43] == widget.active_id.value and edited[10, 40, 44] == seg[10, 40, 44]
+    # with the segmentation layer active the keys are ours too (napari's label-id keys without Paint)
+    viewer.layers.selection.active = session.labels
+    label = session.labels.selected_label
+    press(viewer, qtbot, Qt.Key.Key_Equal)
+    assert session.brush_radius == 4 and session.labels.selected_label == label
+    widget.tool.value = "Fill"
+    press(viewer, qtbot, Qt.Key.Key_Equal)
+    assert session.brush_radius == 4 and session.labels.selected_label == label + 1

@@ -463,3 +463,15 @@ def test_colour_is_undoable_editable_when_locked_and_round_trips_the_mergelist()
     again = SegmentObjects.from_mergelist(segs.to_mergelist())
     assert again.objects[1].color == (0, 200, 0) and again.objects[7].color is None
     assert again.to_mergelist() == segs.to_mergelist()
+
+
+def test_object_list_is_the_mergelist_order_and_follows_deletions():
+    segs = make((5, [50]), (2, [20]), (9, [90]))
+    assert [o.id for o in segs.object_list()] == [5, 2, 9] == list(segs.objects)
+    segs.delete_object(5)  # KNOSSOS removeObject: the last object takes its place
+    assert [o.id for o in segs.object_list()] == [9, 2] == list(segs.objects)
+    segs.undo()
+    assert [o.id for o in segs.object_list()] == [5, 2, 9]
+    listed = segs.object_list()
+    listed.clear()  # a new list each time: the model is untouched
+    assert len(segs) == 3

@@ -18,9 +18,19 @@ Merge: right-click merges the object under the cursor into the selected one, Ctr
 supervoxel, Shift unmerges the object, Ctrl+Shift unmerges the supervoxel (same). Left-drag pans
 as always.
 
+Left-click (no drag) with any tool selects the object under the cursor (KNOSSOS left-click in the
+segmentation modes: the object the supervoxel is shown as, a new one-supervoxel object if it has
+none); Ctrl+left-click toggles it (one object is selected at a time here, KNOSSOS allows several).
+
 Keys (:data:`SEGMENTATION_KEYS`): ``C`` with Paint or Fill makes a new object whose id is the paint
 id (KNOSSOS ``C`` in paint modes; otherwise ``C`` stays tracing's new tree), ``Shift+L`` draws new
 lookup-table colours; objects with a custom colour keep it (:meth:`SegmentationSession.apply_colors`).
+``Ctrl+Z`` / ``Ctrl+Shift+Z`` with any tool on undo/redo the segmentation (else tracing's), ``-`` and
+``=`` with Paint on shrink/grow the brush by one voxel (KNOSSOS Shift+'-'/Shift+'+': napari drops
+Shift on these keys and cannot bind '+', so ``=``, the '+' key unshifted, grows it).
+
+In the tracing session's Review mode (read-only), paint, erase, fill, merge, new and deleted objects
+are refused with a status message.
 """
 
 from __future__ import annotations
@@ -30,7 +40,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .annotation.editing import EditRefused
+from .annotation.editing import EditRefused, Mode
 from .annotation.segments import SegmentEditRefused, SegmentObjects
 from .annotation.volume import EditableVolume
 from .formats.chunked import ArrayLikeMixin
@@ -45,8 +55,19 @@ ROLE = "napari_knossos_role"
 SEGMENTATION_KEYS: dict[str, tuple[str, str]] = {
     "C": ("create_object", "new object, its id becomes the paint id (Paint and Fill tools; else the tracing key)"),
     "Shift-L": ("new_colors", "new random colours for every id without a custom colour"),
+    "Control-Z": ("undo", "undo the last segmentation edit (any tool on; else the tracing key)"),
+    "Control-Shift-Z": ("redo", "redo a segmentation edit (any tool on; else the tracing key)"),
+    "-": ("brush_smaller", "brush radius - 1 voxel (Paint; also Shift+'-'; else napari's key)"),
+    "=": ("brush_larger", "brush radius + 1 voxel (Paint; the '+' key; else napari's key)"),
 }
 PAINT_TOOLS = ("paint", "fill")
+TOOLS = ("paint", "fill", "merge")
+# which tools a key needs to be ours (else the binding it replaced runs); None: always ours
+KEY_TOOLS: dict[str, tuple[str, ...] | None] = {
+    "C": PAINT_TOOLS, "Shift-L": None, "Control-Z": TOOLS, "Control-Shift-Z": TOOLS, "-": ("paint",), "=": ("paint",),
+}
+REVIEW_REFUSED = "Review mode: the segmentation is read-only"
+CLICK_TOLERANCE_PX = 3  # a left press and release this close is a click (select), farther a pan
 WINDOW_ROLE = "editable window"
 SLAB_HALF_DEPTH = 8  # slices above and below the current one in the window (no movement area)
 MAX_WINDOW_VOXELS = 64 * 1024**2
@@ -200,6 +221,8 @@ class SegmentationSession:
         self._replaying = False
         self._in_stroke = self._stroke_recorded = False
         self.active_id_callbacks: list[Callable[[int], None]] = []  # told when a key changes the paint id
+        self.selection_callbacks: list[Callable[[int | None], None]] = []  # told when the selection changes
+        self.brush_callbacks: list[Callable[[float], None]] = []  # told when a key or the wheel resizes the brush
         self._bound_keys: list[tuple] = []  # (target, key, handler, the binding it replaced)
         self._lut = None  # the layer's colormap (napari): colours of ids without a custom colour
         self._shown_ids: np.ndarray | None = None  # ids ever shown in the window, once custom colours need them
@@ -439,8 +462,23 @@ class SegmentationSession:
             self.status(str(error))
         return None
 
+    @property
+    def read_only(self) -> bool:
+        """The tracing session is in Review mode: no segmentation edit either (KNOSSOS)."""
+        editor = getattr(self.tracing, "editor", None)
+        return editor is not None and editor.mode is Mode.REVIEW
+
+    def refuse_if_read_only(self) -> bool:
+        """True (and a status message) in Review mode."""
+        if self.read_only:
+            self.status(REVIEW_REFUSED)
+            return True
+        return False
+
     def paint_at(self, world, erase: bool = False):
-        """One brush stab at a world position (current mag, widget settings)."""
+        """One brush stab at a world position (current mag, widget settings); refused in Review mode."""
+        if self.refuse_if_read_only():
+            return None
         level = self.level
         mode = "erase" if erase else ("overpaint" if self.overpaint else "paint")
         erase_only = None
@@ -452,6 +490,9 @@ class SegmentationSession:
                            bounds=self.bounds())
 
     def fill_at(self, world):
+        """Bucket fill at a world position; refused in Review mode."""
+        if self.refuse_if_read_only():
+            return None
         level = self.level
         return self._guard(self.volume.fill, self.volume.mags[level], tuple(self.voxel_of_world(world, level).tolist()),
                            self.active_id, dims=self.fill_dims, plane_axis=self._hidden_axis(),
@@ -490,7 +531,9 @@ class SegmentationSession:
         return bool(((v >= area[0]) & (v < area[1])).all())
 
     def merge_at(self, world, *, only_supervoxel: bool = False, unmerge: bool = False):
-        """KNOSSOS Merge mode at the clicked supervoxel (see module docstring)."""
+        """KNOSSOS Merge mode at the clicked supervoxel (see module docstring); refused in Review mode."""
+        if self.refuse_if_read_only():
+            return None
         if not self._inside_area(world):
             self.status("outside the movement area: merging is refused")
             return None
@@ -507,19 +550,56 @@ class SegmentationSession:
                                position=position)
         if self.selected_object is None or self.selected_object not in self.segments.objects:
             obj = self._guard(self.segments.new_object, [sv], position=position)
-            self.selected_object = obj
+            self.select_object(obj)
             return obj
         return self._guard(self.segments.merge_at, sv, self.selected_object, only_supervoxel=only_supervoxel,
                            position=position)
 
-    def select_at(self, world) -> int | None:
-        """Select the object under the cursor (its first object), as the paint/merge target."""
+    def select_object(self, object_id: int | None) -> None:
+        """Make ``object_id`` (or nothing) the selected object and tell :attr:`selection_callbacks`."""
+        self.selected_object = None if object_id is None else int(object_id)
+        for callback in list(self.selection_callbacks):
+            callback(self.selected_object)
+
+    def select_at(self, world, *, toggle: bool = False) -> int | None:
+        """KNOSSOS left-click in a segmentation mode: select the object the supervoxel under the cursor
+        is shown as (:meth:`SegmentObjects.object_of`), creating a one-supervoxel object there if it has
+        none (one undo step; not in Review mode); its supervoxel becomes the paint id. ``toggle``
+        (Ctrl+left-click) deselects it if it is the selected object. Background and clicks outside the
+        movement area change nothing. Returns the selected object."""
+        if not self._inside_area(world):
+            self.status("outside the movement area: nothing selected")
+            return self.selected_object
         sv = self.segment_at(world)
-        obj = self.segments.object_under_cursor(sv) if sv else None
-        self.selected_object = obj
-        if sv:
-            self.active_id = sv
+        if sv == 0:
+            self.status("background: no object to select")
+            return self.selected_object
+        obj = self.segments.object_of(sv)
+        if toggle and obj is not None and obj == self.selected_object:
+            self.select_object(None)
+            self.status(f"object {obj} deselected")
+            return None
+        if obj is None:
+            if self.refuse_if_read_only():
+                return self.selected_object
+            position = tuple(int(c) for c in self._mag1_voxel(world)[::-1])
+            obj = self._guard(self.segments.new_object, [sv], position=position)
+            if obj is None:
+                return self.selected_object
+        self.active_id = int(sv)
+        for callback in self.active_id_callbacks:
+            callback(self.active_id)
+        self.select_object(obj)
+        self.status(f"object {obj} selected (segment {sv})")
         return obj
+
+    def change_brush(self, step: float) -> float:
+        """Brush radius + ``step`` voxels (at least 0.5), as Shift+wheel and the ``-``/``=`` keys do."""
+        self.brush_radius = float(max(0.5, self.brush_radius + step))
+        for callback in list(self.brush_callbacks):
+            callback(self.brush_radius)
+        self.status(f"brush radius {self.brush_radius:g} voxels")
+        return self.brush_radius
 
     def new_object_id(self) -> int:
         """A fresh id to paint with: ``largestSegmentId`` + 1 (KNOSSOS ``C`` in paint modes)."""
@@ -585,6 +665,17 @@ class SegmentationSession:
         from .tracing import _modifiers
 
         mods = _modifiers(event)
+        if event.button == 1:  # a click selects the object under the cursor, a drag stays napari's pan
+            if mods - {"control"}:
+                return
+            world, start = tuple(event.position), np.asarray(event.pos, float)
+            yield
+            while event.type == "mouse_move":
+                yield
+            if (np.linalg.norm(np.asarray(event.pos, float) - start) <= CLICK_TOLERANCE_PX
+                    and self.viewer.dims.ndisplay == 2):
+                self.select_at(world, toggle="control" in mods)
+            return
         if event.button == 3 or (event.button == 2 and self.tool == "fill"):  # middle-click fills (KNOSSOS)
             if self.tool is None:
                 return  # middle-drag stays the tracing node move
@@ -604,6 +695,8 @@ class SegmentationSession:
             self.merge_at(event.position, only_supervoxel="control" in mods, unmerge="shift" in mods)
             return
         if self.tool != "paint":
+            return
+        if self.refuse_if_read_only():
             return
         erase = "shift" in mods
         self._in_stroke, self._stroke_recorded = True, False
@@ -626,8 +719,7 @@ class SegmentationSession:
 
         if "shift" in _modifiers(event):
             delta = event.delta[1] if event.delta[1] else event.delta[0]
-            self.brush_radius = float(max(0.5, self.brush_radius + (1 if delta > 0 else -1)))
-            self.status(f"brush radius {self.brush_radius:g} voxels")
+            self.change_brush(1 if delta > 0 else -1)
             event.handled = True
 
     def _on_mouse_move(self, viewer, event):
@@ -703,16 +795,19 @@ class SegmentationSession:
         if self.tracing is not None:
             self.tracing.mouse_enabled = True
 
-    # -- keys (C, Shift+L) ---------------------------------------------------------------------------
+    # -- keys (C, Shift+L, Ctrl+Z, Ctrl+Shift+Z, -, =) ---------------------------------------------------
     def _key_handler(self, key: str, previous):
-        """``C`` creates an object while Paint or Fill is on, else runs ``previous``, what it replaced
-        (tracing's new tree, or napari's own binding of the layer type such as an image's
-        auto-contrast); ``Shift+L`` reseeds the colours. A press/release ``previous`` (a generator
-        function, which napari steps on key release) gets a generator handler."""
+        """A key of :data:`SEGMENTATION_KEYS` is ours while a tool of :data:`KEY_TOOLS` is on (``C``:
+        Paint or Fill creates an object; ``Ctrl+Z``: any tool undoes the segmentation; ``-``/``=``:
+        Paint resizes the brush), else it runs ``previous``, what it replaced (tracing's new tree or
+        undo, or napari's own binding of the layer type such as an image's auto-contrast or the
+        label-id keys of a Labels layer); ``Shift+L`` always reseeds the colours. A press/release
+        ``previous`` (a generator function, which napari steps on key release) gets a generator handler."""
         action = SEGMENTATION_KEYS[key][0]
+        tools = KEY_TOOLS.get(key)
 
         def ours() -> bool:
-            return key != "C" or self.tool in PAINT_TOOLS
+            return tools is None or self.tool in tools
 
         if inspect.isgeneratorfunction(previous):
             def handler(target):
@@ -732,7 +827,9 @@ class SegmentationSession:
 
     def action(self, name: str) -> Callable[[], object]:
         """The callable behind a :data:`SEGMENTATION_KEYS` action name."""
-        return {"create_object": self.create_object, "new_colors": self.new_colors}[name]
+        return {"create_object": self.create_object, "new_colors": self.new_colors, "undo": self.undo,
+                "redo": self.redo, "brush_smaller": lambda: self.change_brush(-1),
+                "brush_larger": lambda: self.change_brush(1)}[name]
 
     @staticmethod
     def _class_binding(target, keybinding):
@@ -797,12 +894,14 @@ class SegmentationSession:
 
     def create_object(self) -> int | None:
         """KNOSSOS ``C`` in paint modes: a new object (id ``largestSegmentId`` + 1, as "New id") with
-        that id as its one supervoxel, selected and made the paint id; one undo step."""
+        that id as its one supervoxel, selected and made the paint id; one undo step (refused in Review mode)."""
+        if self.refuse_if_read_only():
+            return None
         oid = max(self.segments.next_id(), self.volume.largest_id + 1)
         obj = self._guard(self.segments.new_object, object_id=oid, position=self._view_center_mag1())
         if obj is None:
             return None
-        self.selected_object = obj
+        self.select_object(obj)
         self.active_id = int(next(iter(self.segments.objects[obj].supervoxels)))
         for callback in self.active_id_callbacks:
             callback(self.active_id)

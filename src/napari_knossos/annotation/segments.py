@@ -361,6 +361,10 @@ class SegmentObjects:
         """``id → MergedObject`` in mergelist order (read only)."""
         return _ObjectsView(self)
 
+    def object_list(self) -> list[MergedObject]:
+        """Every object in mergelist order, as a new list (fast bulk read, e.g. for tables)."""
+        return [self._objects[o] for o in self._order]
+
     def __len__(self) -> int:
         return len(self._order)
 

@@ -1,4 +1,5 @@
-"""The segmentation dock widget (magicgui): brush, bucket fill, merge, objects, mappings, saving."""
+"""The segmentation dock widget (magicgui): brush, bucket fill, merge, objects (fields and a table),
+mappings, saving."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from magicgui.widgets import (
 from ..formats.inplace import ReadOnlyDatasetError
 from ..segmentation_layers import SegmentationSession, find_segmentation_layers
 from .movement_area import session_for
+from .objects import ObjectTableWidget
 
 __all__ = ["SegmentationWidget", "format_color", "parse_color"]
 
@@ -99,6 +101,7 @@ class SegmentationWidget(Container):
         self.save_button = PushButton(text="Save segmentation")
         self.cursor = Label(value="")
         self.status = Label(value="")
+        self.objects_table = ObjectTableWidget()
         super().__init__(widgets=[
             self.layer_choice, self.start_button, self.new_button, self.tool, self.active_id, self.new_id_button, self.radius,
             self.radius_unit, self.shape, self.brush_3d, self.overpaint, self.erase_selected, self.fill_3d,
@@ -106,7 +109,7 @@ class SegmentationWidget(Container):
             self.lock, self.todo, self.comment, self.category, self.color, self.color_button,
             self.new_colors_button, self.jump_button, self.mesh_button,
             self.attach_mesh_button, self.undo_button, self.redo_button,
-            self.target, self.save_button, self.cursor, self.status])
+            self.target, self.save_button, self.cursor, self.status], scrollable=True)  # taller than small screens
         self.start_button.changed.connect(lambda *_: self.start())
         self.new_button.changed.connect(lambda *_: self.new_segmentation())
         self.tool.changed.connect(self._on_tool)
@@ -137,6 +140,10 @@ class SegmentationWidget(Container):
         self.save_button.changed.connect(lambda *_: self.save())
         napari_viewer.layers.events.inserted.connect(lambda *_: self.layer_choice.reset_choices())
         napari_viewer.layers.events.removed.connect(lambda *_: self.layer_choice.reset_choices())
+        self.native.layout().addWidget(self.objects_table)  # a Qt table in the magicgui container
+        self.objects_table.object_clicked.connect(self.select_object)
+        self.objects_table.object_activated.connect(self._jump_to)
+        self.objects_table.delete_requested.connect(self.delete_object)
         if find_segmentation_layers(napari_viewer):
             self.start()
 
@@ -162,7 +169,13 @@ class SegmentationWidget(Container):
         self.session.add_status_callback(lambda text: setattr(self.cursor, "value", text))
         self.session.install()
         self.session.segments.subscribe(lambda *_: self._show_object())
+        segments = self.session.segments
+        segments.subscribe(lambda change: self._on_objects_changed(segments, change))
         self.session.active_id_callbacks.append(self._on_key_active_id)
+        self.session.selection_callbacks.append(self._on_selection)
+        self.session.brush_callbacks.append(self._on_brush)
+        self.objects_table.set_segments(segments)
+        self.objects_table.show_selected(self.session.selected_object)
         self.active_id.value = int(self.session.active_id)
         self._apply_settings()
         self._on_opacity(self.opacity.value)
@@ -309,6 +322,47 @@ class SegmentationWidget(Container):
                               (self.category, o.category or ""), (self.color, format_color(o.color))):
             with widget.changed.blocked():
                 widget.value = value
+
+    def select_object(self, object_id: int | None) -> None:
+        """Select an object (as a left-click on it does): the fields and the table show it."""
+        if self.session is not None:
+            self.session.select_object(object_id)
+
+    def _on_selection(self, object_id) -> None:
+        self._show_object()
+        self.objects_table.show_selected(object_id)
+
+    def _on_objects_changed(self, segments, change) -> None:
+        if self.session is not None and self.session.segments is segments:
+            self.objects_table.refresh(self.session.selected_object, getattr(change, "object_ids", None))
+
+    def _jump_to(self, object_id) -> None:
+        self.select_object(object_id)
+        self.jump_to_object()
+
+    def delete_object(self, object_id: int | None = None) -> bool:
+        """Delete the selected object (or ``object_id``); one undo step, refused in Review mode and
+        for a locked object."""
+        s = self.session
+        object_id = s.selected_object if s is not None and object_id is None else object_id
+        if s is None or object_id is None or object_id not in s.segments.objects:
+            self._show_status("select an object to delete")
+            return False
+        if s.refuse_if_read_only():
+            return False
+        s._guard(s.segments.delete_object, object_id)
+        if object_id in s.segments.objects:
+            return False
+        s.select_object(None)
+        self._show_status(f"object {object_id} deleted")
+        return True
+
+    def _on_brush(self, radius: float) -> None:
+        """A key or the wheel resized the brush: show it (in the unit chosen)."""
+        s = self.session
+        value = radius if self.radius_unit.value == "voxels" else radius * float(s.scale_zyx[-1] * s.factor_zyx()[-1])
+        with self.radius.changed.blocked():
+            self.radius.value = value
 
     def _object_edit(self, method: str, value) -> None:
         s = self.session
