@@ -125,29 +125,50 @@ def test_new_layer_survives_being_emptied_and_refilled(skel):
     assert sync.new_points.features["comment"].tolist()[:2] == ["", ""]
 
 
-def test_comment_text_only_for_commented_nodes_in_main_and_new_layers(skel):
-    """Shown comments are the points' text, straight from the "comment" feature (empty for nodes
-    without one); edits, the "(new)" layers and flushes keep them current; off is one empty constant."""
+def test_comments_are_a_text_only_layer_of_the_commented_nodes_following_edits(skel):
+    """Shown comments are a separate Points layer holding only the commented nodes of visible
+    trees (the 100k-node layer draws no text); it follows edits and the "(new)" layers, keeps the
+    skeleton's scale and depth display, is removed when switched off and is never saved."""
     from napari_knossos.annotation.editing import Mode, SkeletonEditor
+    from napari_knossos.annotation_layers import annotation_from_layers
 
     points, vectors = make_layers(skel)
+    points.projection_mode = vectors.projection_mode = "all"
     editor = SkeletonEditor(skel, Mode.TRACING_ADVANCED)
-    sync = SkeletonSync(skel, points, vectors, editor=editor, add_layer=lambda layer: None)
-    assert not sync.show_comments and points.text.values.tolist() in ("", [""] * 3)
+    added, removed = [], []
+    sync = SkeletonSync(skel, points, vectors, editor=editor, add_layer=added.append, remove_layer=removed.append)
+    assert not sync.show_comments and sync.comment_layer is None
     editor.set_active_node(2)
     editor.place_node((20, 30, 6))  # node 4, in the "(new)" layer, before comments are shown
     sync.set_show_comments(True)
-    assert points.text.visible and points.text.values.tolist() == ["", "soma", ""]
-    assert sync.new_points.text.values[:2].tolist() == ["", ""]
+    layer = sync.comment_layer
+    assert layer in added and layer.metadata["napari_knossos_role"] == "comments"
+    assert layer.text.visible and layer.text.values.tolist() == ["soma"]
+    np.testing.assert_array_equal(layer.data, [[6, 22, 12]])  # node 2 (z, y, x)
+    assert tuple(layer.scale) == tuple(points.scale) and layer.projection_mode == "all"
+    assert points.text.values.tolist() == "" and sync.new_points.text.values.tolist() == ""  # no text on those
     skel.comments[4] = "ending"  # a model edit without the editor: the next redraw of new nodes shows it
     editor.place_node((21, 30, 6))
-    assert sync.new_points.text.values[:2].tolist() == ["ending", ""]
-    editor.set_comment(1, "seed")  # through the editor: redrawn at once
-    assert points.text.values.tolist() == ["seed", "soma", "", "ending", ""]  # (a full redraw folded the new nodes in)
+    assert sorted(layer.text.values.tolist()) == ["ending", "soma"]
+    editor.set_comment(1, "seed")  # through the editor
+    assert dict(zip(layer.text.values.tolist(), map(tuple, layer.data.tolist()))) == {
+        "seed": (5, 20, 10), "soma": (6, 22, 12), "ending": (6, 30, 20)}
+    editor.move_nodes({1: (11, 21, 5)})  # the label follows its node
+    assert (5, 21, 11) in map(tuple, layer.data.tolist())
+    editor.set_comment(3, "bouton")  # tree "dendrite"
+    skel.trees[skel.tree_of(1)].visible = False  # hidden trees' comments are not drawn
+    sync.refresh()
+    assert layer.text.values.tolist() == ["bouton"] and len(layer.data) == 1
+    # not saved: the writers skip it (alone, they refuse with its name)
+    data = [(points.data, {"metadata": points.metadata, "features": points.features}, "points"),
+            (layer.data, {"name": layer.name, "metadata": layer.metadata}, "points")]
+    assert annotation_from_layers(data).skeleton.num_nodes == skel.num_nodes
+    with pytest.raises(ValueError, match=layer.name):
+        annotation_from_layers(data[1:])
     sync.set_show_comments(False)
-    assert not points.text.visible and not sync.new_points.text.visible
+    assert removed == [layer] and sync.comment_layer is None
     editor.set_comment(2, "spine")
-    assert points.text.values.tolist() in ("", [""] * 5)
+    assert sync.comment_layer is None
 
 
 def test_match_comment_slots_first_case_insensitive_substring():

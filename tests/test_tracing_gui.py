@@ -557,19 +557,24 @@ def test_comments_are_drawn_beside_their_nodes_when_switched_on(traced, config_d
     qtbot.wait(50)
     assert label_pixels(100, 60) > 10  # "soma" drawn beside node 1
     assert label_pixels(100, 140) == 0  # node 2 has no comment: no label
-    assert list(session.points.text.values) == ["soma", ""]
+    assert session.sync.comment_layer.text.values.tolist() == ["soma"]  # only commented nodes: a layer of their own
+    assert session.points.text.values.tolist() == ""
     # a node in the "(new)" layer gets its label too
     click(viewer, qtbot, 140, 140)  # node 3 goes to the "(new)" layer
     session.skel.comments[3] = "spine"  # (a model edit without the editor; the next placed node redraws)
     click(viewer, qtbot, 160, 100)
-    assert session.sync.pending == 2 and session.sync.new_points.text.values[:2].tolist() == ["spine", ""]
+    assert session.sync.pending == 2 and sorted(session.sync.comment_layer.text.values.tolist()) == ["soma", "spine"]
     qtbot.wait(50)
     assert label_pixels(140, 140) > 10
     qtbot.waitUntil(lambda: (config_dir / "tracing-settings.json").exists(), timeout=3000)
     assert '"show_comments": true' in (config_dir / "tracing-settings.json").read_text()
+    comment_layer = session.sync.comment_layer
+    assert comment_layer in viewer.layers and viewer.layers.selection.active.name == "em"
+    click(viewer, qtbot, 100, 60, Qt.MouseButton.LeftButton)  # a click on the node still picks it
+    assert session.editor.active_node == 1
     widget.show_comments.setChecked(False)
     qtbot.wait(50)
-    assert label_pixels(100, 60) == 0
+    assert label_pixels(100, 60) == 0 and comment_layer not in viewer.layers
 
 
 def test_shift_and_ctrl_drag_box_select_the_shown_nodes_and_plain_drag_pans(traced):
@@ -584,22 +589,31 @@ def test_shift_and_ctrl_drag_box_select_the_shown_nodes_and_plain_drag_pans(trac
     qtbot.wait(10)
     ed.select_nodes([4])
     center = tuple(viewer.scene.camera.center)
+    assert viewer.scene.camera.mouse_pan
     seen = []
 
     def box_shown():
-        boxes = [layer for layer in viewer.layers if layer.name == "selection box"]
+        boxes = [layer for layer in viewer.layers if layer.name == "selection box" and layer.visible]
         seen.append(len(boxes))
         if boxes:
             corners = boxes[0].data[0] * np.asarray(SCALE)  # voxel corners → nm
             seen.append(np.allclose(corners[:, 1:].min(0), np.array([40, 40]) * SCALE[1], atol=SCALE[1]))
+        seen.append(viewer.scene.camera.mouse_pan)
 
     path = [(40, 40), (70, 70), (100, 100), (130, 120)]
     drag(viewer, qtbot, path, modifier=Qt.KeyboardModifier.ShiftModifier, during=box_shown)
-    assert seen == [1, True]  # the box was drawn while dragging
-    assert not any(layer.name == "selection box" for layer in viewer.layers)  # and removed after
+    assert seen == [1, True, False]  # the box was drawn while dragging, with napari's pan off
+    (box,) = [layer for layer in viewer.layers if layer.name == "selection box"]
+    assert not box.visible and viewer.scene.camera.mouse_pan  # hidden after; pan back on
     assert ed.selected_nodes == {1, 2, 3, 4}  # added to the selection; node 5 is off the shown slab
     assert tuple(viewer.scene.camera.center) == center  # no pan meanwhile
     assert viewer.layers.selection.active.name == "em"
+    seen.clear()
+    drag(viewer, qtbot, [(130, 130), (150, 150), (170, 170)], modifier=Qt.KeyboardModifier.ShiftModifier,
+         during=box_shown)  # the second box reuses the layer
+    assert seen == [1, False, False] and tuple(viewer.scene.camera.center) == center
+    assert [layer.name for layer in viewer.layers].count("selection box") == 1
+    assert ed.selected_nodes == {1, 2, 3, 4}
     # Ctrl+drag toggles: nodes 2 and 3 out
     drag(viewer, qtbot, [(75, 65), (100, 80), (120, 100)], modifier=Qt.KeyboardModifier.ControlModifier)
     assert ed.selected_nodes == {1, 4}
@@ -697,3 +711,75 @@ def test_keys_tab_lists_mouse_new_keys_and_segmentation_keys(traced):
     from napari_knossos.widgets.tracing import _key_text
 
     assert [_key_text(k) for k in ("-", "=", "Control-Shift-Z", "Shift--")] == ["-", "=", "Ctrl+Shift+Z", "Shift+-"]
+
+
+def dock_of(widget):
+    """The QDockWidget holding ``widget`` (up its parent chain)."""
+    from qtpy.QtWidgets import QDockWidget
+
+    w = widget.parentWidget()
+    while not isinstance(w, QDockWidget):
+        w = w.parentWidget()
+    return w
+
+
+def test_removing_the_dock_unbinds_keys_mouse_timer_and_event_filter(traced, tmp_path, monkeypatch):
+    from napari_knossos.widgets import tracing as tracing_widget
+
+    viewer, widget, qtbot = traced
+    session = widget.session
+    saved = []
+    monkeypatch.setattr(tracing_widget.QFileDialog, "getSaveFileName",
+                        staticmethod(lambda *a, **k: (saved.append(1), (str(tmp_path / "a.k.zip"), ""))[1]))
+    click(viewer, qtbot, 50, 50)
+    assert session.skel.num_nodes == 1 and widget._tick.isActive() and widget._filtering
+    bound = len(session._bound)
+    viewer.window.remove_dock_widget(dock_of(widget))  # napari's "x" on the dock
+    qtbot.wait(20)
+    assert not widget._tick.isActive() and not widget._filtering and not session._bound
+    assert session._on_mouse_drag not in viewer.mouse_drag_callbacks and bound > 0
+    click(viewer, qtbot, 80, 80)  # right-click: no node
+    key(viewer, qtbot, Qt.Key.Key_S, Qt.KeyboardModifier.ControlModifier)  # not saved through the widget
+    assert session.skel.num_nodes == 1 and saved == [] and not (tmp_path / "a.k.zip").exists()
+
+
+def test_floating_dock_still_counts_activity_and_ctrl_s_saves(traced, tmp_path, monkeypatch):
+    from napari_knossos.annotation.kzip import read_kzip
+    from napari_knossos.annotation.worktime import WorkTimer
+    from napari_knossos.widgets import tracing as tracing_widget
+
+    viewer, widget, qtbot = traced
+    target = tmp_path / "float.k.zip"
+    monkeypatch.setattr(tracing_widget.QFileDialog, "getSaveFileName",
+                        staticmethod(lambda *a, **k: (str(target), "KNOSSOS (*.k.zip)")))
+    dock = dock_of(widget)
+    dock.setFloating(True)
+    qtbot.wait(50)
+    assert dock.isFloating() and widget.window() is dock
+    now = [1000.0]
+    widget.timer = WorkTimer(clock=lambda: now[0])
+    drag(viewer, qtbot, [(100, 100), (100, 120)])  # a pan on the canvas
+    now[0] += 20.0
+    key(viewer, qtbot, Qt.Key.Key_Right)
+    assert widget.timer.elapsed_ms == 20_000  # canvas activity counts with the dock floating
+    click(viewer, qtbot, 50, 50)
+    key(viewer, qtbot, Qt.Key.Key_S, Qt.KeyboardModifier.ControlModifier)  # Ctrl+S on the canvas
+    assert target.exists() and read_kzip(target).skeleton.num_nodes == 1
+    click(viewer, qtbot, 60, 60)
+    widget.locking_word.setFocus()
+    qtbot.keyClick(widget.locking_word, Qt.Key.Key_S, Qt.KeyboardModifier.ControlModifier)  # in the dock's field
+    assert read_kzip(target).skeleton.num_nodes == 2 and widget.locking_word.text() == "seed"
+
+
+def test_helper_layers_do_not_pile_up_key_bindings(traced):
+    viewer, widget, qtbot = traced
+    session = widget.session
+    click(viewer, qtbot, 50, 50)
+    click(viewer, qtbot, 60, 60)  # the "(new)" layers exist
+    widget.show_comments.setChecked(True)
+    before = len(session._bound)
+    for _ in range(3):  # the comment layer added and removed again and again
+        widget.show_comments.setChecked(False)
+        widget.show_comments.setChecked(True)
+    assert len(session._bound) == before
+    assert all(target is viewer or target in viewer.layers for target, _k, _f in session._bound)

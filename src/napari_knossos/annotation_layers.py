@@ -14,9 +14,9 @@ import numpy as np
 from .annotation import Skeleton
 from .annotation.kzip import Annotation
 from .annotation.ply import Mesh
-from .skeleton_layers import AXIS_LABELS, SKELETON_KEY, UNITS, skeleton_layer_data, tree_colors
+from .skeleton_layers import AXIS_LABELS, COMMENTS_ROLE, SKELETON_KEY, UNITS, skeleton_layer_data, tree_colors
 
-__all__ = ["ANNOTATION_KEY", "annotation_layer_data", "mesh_layer_data", "reconcile_points", "annotation_from_layers"]
+__all__ = ["ANNOTATION_KEY", "annotation_from_layers", "annotation_layer_data", "mesh_layer_data", "reconcile_points"]
 
 ANNOTATION_KEY = "napari_knossos_annotation"
 
@@ -98,6 +98,11 @@ def annotation_from_layers(layer_data: list[tuple]) -> Annotation:
     """
     ann: Annotation | None = None
     points = [(d, m) for d, m, t in layer_data if t == "points"]
+    shown_comments = [m for _d, m in points if (m.get("metadata") or {}).get("napari_knossos_role") == COMMENTS_ROLE]
+    if shown_comments and len(shown_comments) == len(points):
+        raise ValueError(f"layer {shown_comments[0].get('name', '')!r} only shows the skeleton's comments: "
+                         "select the skeleton's nodes layer to save it")
+    points = [(d, m) for d, m in points if not any(m is c for c in shown_comments)]
     for data, meta in points:
         md = meta.get("metadata", {}) or {}
         if ANNOTATION_KEY in md:

@@ -44,6 +44,7 @@ SELECTED_COLOR = (0.1, 0.9, 1.0, 1.0)
 BRANCHPOINT_COLOR = (0.2, 0.45, 1.0, 1.0)
 COMMENT_TEXT = {"color": "#ffe680", "size": 9, "anchor": "upper_left"}  # comment labels beside their nodes
 COMMENT_OFFSET_VOXELS = (0.0, 1.0, 2.0)  # (z, y, x): just right of and below the node
+COMMENTS_ROLE = "comments"  # metadata role of the text-only comment layer (never saved)
 
 
 def _palette(tree_ids: np.ndarray) -> np.ndarray:
@@ -230,11 +231,14 @@ class SkeletonSync:
     """
 
     def __init__(self, skel: Skeleton, points, vectors, voxel_size_xyz=None, *, editor=None,
-                 add_layer=None, flush_at: int = 2000, on_refused=None):
+                 add_layer=None, remove_layer=None, flush_at: int = 2000, on_refused=None):
         self.skel, self.points, self.vectors = skel, points, vectors
         self.editor = editor
         self.voxel_size_xyz = voxel_size_xyz or skel.parameters.scale or (1.0, 1.0, 1.0)
         self.add_layer = add_layer
+        self.remove_layer = remove_layer
+        self.comment_layer = None  # text-only Points layer of the commented nodes while comments are shown
+        self._comment_key: tuple | None = None
         self.flush_at = flush_at
         self.on_refused = on_refused or (lambda message: None)
         self.new_points = self.new_vectors = None
@@ -396,8 +400,6 @@ class SkeletonSync:
         self.new_points.projection_mode = self.points.projection_mode  # the main layers' depth display
         self.new_vectors.projection_mode = self.vectors.projection_mode
         self.new_points.metadata[SYNC_KEY] = self.new_vectors.metadata[SYNC_KEY] = self
-        if self.show_comments:
-            self._set_text(self.new_points)
         self.add_layer(self.new_vectors)
         self.add_layer(self.new_points)
         self._connect(self.new_points)
@@ -469,8 +471,6 @@ class SkeletonSync:
             comments[:n_new] = [skel.comments.get(int(i), "") for i in ids]
             features["node_id"], features["tree_id"] = node_id, tree_id
             features["radius"], features["comment"] = radius_col, comments
-            if self.show_comments:
-                points.text.refresh(features)  # the table was changed in place
             all_size = np.full(cap, 2 * DEFAULT_RADIUS_VOXELS)
             all_size[:n_new] = size
             all_face = np.tile(np.array([0.5, 0.5, 0.5, 1.0], np.float32), (cap, 1))  # hidden slots
@@ -497,6 +497,7 @@ class SkeletonSync:
                 vcolor[:m_new] = np.array([colors.get(int(t), _palette([t])[0]) for t in tree_a], np.float32)
                 vectors.edge_color = vcolor
             vectors.refresh()  # re-slice: the in-place data changed
+        self._redraw_comments()
 
     def _redraw_moved(self, node_ids: np.ndarray) -> None:
         """Move points and the vectors of their edges (main rows in place, new rows redrawn)."""
@@ -521,6 +522,8 @@ class SkeletonSync:
                     self.vectors.data = vec
         if self.new_points is not None or len(main) < len(rows):
             self._redraw_new()
+        else:
+            self._redraw_comments()
 
     def _marks(self) -> dict[int, tuple]:
         """Node id → ring colour: branch points, then selected nodes, then the active node."""
@@ -583,20 +586,69 @@ class SkeletonSync:
     def set_show_comments(self, on: bool) -> None:
         """Draw each node's comment next to it (KNOSSOS "show node comments", off by default).
 
-        napari's text comes straight from the layers' "comment" feature (empty for nodes without
-        a comment, so only commented nodes get a label); off, the text is one empty constant and
-        costs nothing when the layers are redrawn."""
+        The labels are a separate text-only Points layer (:attr:`comment_layer`, role "comments")
+        holding only the commented nodes of visible trees, so a slice change lays out text for
+        those alone, not for every node in view; it follows edits, is not clickable (nodes are
+        picked from the model) and not saved (the writers skip it). Off, the layer is removed."""
         self.show_comments = bool(on)
-        for layer in (self.points, self.new_points):
-            if layer is not None:
-                self._set_text(layer)
+        if self.show_comments:
+            self._redraw_comments()
+        elif self.comment_layer is not None:
+            layer, self.comment_layer, self._comment_key = self.comment_layer, None, None
+            if self.remove_layer is not None:
+                self.remove_layer(layer)
 
-    def _set_text(self, layer) -> None:
-        with self._blocked():
-            if self.show_comments:
-                layer.text = {**COMMENT_TEXT, "string": {"feature": "comment"}, "translation": COMMENT_OFFSET_VOXELS}
-            else:
-                layer.text = {"string": {"constant": ""}, "visible": False}
+    def _comment_rows(self) -> tuple[np.ndarray, list[str]]:
+        """Model rows and texts of the commented nodes of visible trees."""
+        skel = self.skel
+        all_ids = skel.nodes["id"]
+        if not skel.comments or not len(all_ids):
+            return np.empty(0, np.intp), []
+        ids = np.fromiter(skel.comments, np.int64, len(skel.comments))
+        rows = np.minimum(np.searchsorted(all_ids, ids), len(all_ids) - 1)
+        keep = all_ids[rows] == ids  # comments of deleted nodes are not drawn
+        keep[keep] = _visible_mask(skel, rows[keep])
+        texts = [t for t, k in zip(skel.comments.values(), keep.tolist()) if k and t]
+        keep[keep] = [bool(t) for t, k in zip(skel.comments.values(), keep.tolist()) if k]
+        return rows[keep], texts
+
+    def _redraw_comments(self) -> None:
+        """Bring :attr:`comment_layer` up to date with the model (only if the comments, their
+        nodes' positions or the depth display changed)."""
+        if not self.show_comments:
+            return
+        skel = self.skel
+        rows, texts = self._comment_rows()
+        data = np.stack([skel.nodes["z"][rows], skel.nodes["y"][rows], skel.nodes["x"][rows]], axis=1) \
+            if len(rows) else np.empty((0, 3))
+        key = (data.tobytes(), tuple(texts), self.points.projection_mode, tuple(self.points.scale),
+               tuple(self.points.translate))
+        if self.comment_layer is not None and key == self._comment_key:
+            return
+        features = pd.DataFrame({"comment": np.array(texts, dtype=object)})
+        text = {**COMMENT_TEXT, "string": {"feature": "comment"}, "translation": COMMENT_OFFSET_VOXELS}
+        if self.comment_layer is None:
+            from napari.layers import Points
+
+            self.comment_layer = Points(
+                data, features=features, text=text, size=0.0, face_color="transparent", border_width=0,
+                border_color="transparent", scale=tuple(self.points.scale), translate=tuple(self.points.translate),
+                units=UNITS, axis_labels=AXIS_LABELS, name=f"{self.points.name} comments",
+                projection_mode=self.points.projection_mode,
+                metadata={"napari_knossos_role": COMMENTS_ROLE})
+            if self.add_layer is not None:
+                self.add_layer(self.comment_layer)
+        else:
+            layer = self.comment_layer
+            layer.projection_mode = self.points.projection_mode
+            layer.scale, layer.translate = tuple(self.points.scale), tuple(self.points.translate)
+            with layer.events.blocker_all():
+                layer.data = data
+                layer.features = features
+            layer.text = text  # re-evaluated from the new features
+            layer.size = 0.0
+            layer.refresh()
+        self._comment_key = key
 
     def _has_style(self) -> bool:
         return bool(self.size_property or self.color_property
@@ -716,5 +768,7 @@ class SkeletonSync:
                 self.vectors.edge_color = vkw["edge_color"]
         self._remember_main()
         if self.new_points is not None:
-            self._redraw_new()  # all slots hidden again
+            self._redraw_new()  # all slots hidden again (and the comments redrawn)
+        else:
+            self._redraw_comments()
         self._main_marks = None

@@ -129,11 +129,12 @@ class TracingSession:
         if old is not None:
             old.disconnect()
         self.sync = SkeletonSync(self.skel, points, vectors, self.voxel_size_xyz, editor=self.editor,
-                                 add_layer=self._add_helper_layer, on_refused=self.status)
+                                 add_layer=self._add_helper_layer, remove_layer=self._remove_helper_layer,
+                                 on_refused=self.status)
         self.table_navigator = None  # set by the widget: object with next_node(d) / next_tree(d)
         self.activity_callbacks: list[Callable[[], None]] = []
         self.save_handler: Callable[[], object] | None = None  # the widget's Save (Ctrl+S); else save()
-        self.box_layer = None  # the selection box's Shapes layer while a box is dragged
+        self.box_layer = None  # the selection box's Shapes layer (hidden but while a box is dragged)
         self.mouse_enabled = True  # off while a segmentation tool owns the mouse
         self.depth = 0  # slices either side of the current one in which nodes show and are clickable
         self._bound: list = []
@@ -142,14 +143,26 @@ class TracingSession:
         points.metadata[SESSION_KEY] = self
 
     def _add_helper_layer(self, layer) -> None:
-        """Add the sync's "(new)" layers without making them the active layer, with our keys."""
+        """Add a helper layer (the sync's "(new)" and comment layers, the selection box) without
+        making it the active layer, with our keys."""
         active = self.viewer.layers.selection.active
         self.viewer.add_layer(layer)
         if active is not None:
             self.viewer.layers.selection.active = active
         if self._bound:
+            self._drop_stale_bindings()
             for key, (name, _) in KEYS.items():
                 self._bind(layer, key, self._key_handler(name))
+
+    def _remove_helper_layer(self, layer) -> None:
+        if layer in self.viewer.layers:
+            self.viewer.layers.remove(layer)
+        self._drop_stale_bindings()
+
+    def _drop_stale_bindings(self) -> None:
+        """Forget key bindings of layers no longer on the viewer (each helper layer adds ~40)."""
+        layers = self.viewer.layers
+        self._bound = [b for b in self._bound if b[0] is self.viewer or b[0] in layers]
 
     # -- display depth ----------------------------------------------------------------------
     def set_skeleton_depth(self, slices: int) -> None:
@@ -165,7 +178,7 @@ class TracingSession:
         for layer in self.viewer.layers:
             if type(layer).__name__ in ("Image", "Labels") and getattr(layer, "projection_mode", "none") != "none":
                 layer.projection_mode = "none"
-        for layer in (self.points, self.vectors, self.sync.new_points, self.sync.new_vectors):
+        for layer in (self.points, self.vectors, self.sync.new_points, self.sync.new_vectors, self.sync.comment_layer):
             if layer is not None:
                 layer.projection_mode = "all" if self.depth else "none"
         dims.thickness = tuple(thickness)
@@ -531,20 +544,34 @@ class TracingSession:
             self.status(f"node {nid} moved to {tuple(int(c) for c in self.skel.position(nid))}")
 
     def _box_select(self, event, how: str):
-        """Drag a selection box from ``event`` (a press on empty canvas) and select the nodes in it."""
+        """Drag a selection box from ``event`` (a press on empty canvas) and select the nodes in it.
+
+        The camera must not pan meanwhile: napari sets ``camera.mouse_pan`` from the active layer
+        whenever that changes, so it is switched off again after any such change and restored
+        at the release."""
         start = np.asarray(event.position, np.float64)
         start_px = np.asarray(event.pos, float)
         camera = self.viewer.scene.camera
         pan = camera.mouse_pan
-        camera.mouse_pan = False
+        box = self._ensure_box_layer()
+        active_events = self.viewer.layers.selection.events.active
+
+        def no_pan(_event=None):
+            camera.mouse_pan = False
+
+        active_events.connect(no_pan)
+        no_pan()
         try:
             yield
             while event.type == "mouse_move":
-                self._draw_box(start, np.asarray(event.position, np.float64))
+                box.data = [self._box_corners(start, np.asarray(event.position, np.float64))]
+                box.visible = True
+                no_pan()
                 yield
         finally:
+            active_events.disconnect(no_pan)
+            box.visible = False
             camera.mouse_pan = pan
-            self._remove_box()
         if np.linalg.norm(np.asarray(event.pos, float) - start_px) > 3:
             ids = self.nodes_in_box(start, np.asarray(event.position, np.float64))
             self.editor.select_nodes(ids.tolist(), mode=how)
@@ -559,25 +586,20 @@ class TracingSession:
         corners[[2, 3], disp[1]] = b[disp[1]]
         return corners
 
-    def _draw_box(self, a, b) -> None:
-        corners = self._box_corners(a, b)
+    def _ensure_box_layer(self):
+        """The selection box's Shapes layer, added hidden on first use; a drag only changes its
+        data and visibility (adding a layer would change napari's active layer and mouse pan)."""
         if self.box_layer is None or self.box_layer not in self.viewer.layers:
             from napari.layers import Shapes
 
+            corners = np.zeros((4, 3))
+            corners[1:3, 1] = corners[2:, 2] = 1.0
             self.box_layer = Shapes([corners], shape_type="rectangle", edge_color="yellow", edge_width=1.5,
-                                    face_color=[1, 1, 0, 0.08], scale=tuple(self.scale_zyx), name="selection box",
-                                    metadata={"napari_knossos_role": "selection box"})
-            active = self.viewer.layers.selection.active
-            self.viewer.add_layer(self.box_layer)
-            if active is not None:
-                self.viewer.layers.selection.active = active
-        else:
-            self.box_layer.data = [corners]
-
-    def _remove_box(self) -> None:
-        if self.box_layer is not None and self.box_layer in self.viewer.layers:
-            self.viewer.layers.remove(self.box_layer)
-        self.box_layer = None
+                                    face_color=[1, 1, 0, 0.08], scale=tuple(self.scale_zyx), units=self.points.units,
+                                    axis_labels=self.points.axis_labels, name="selection box",
+                                    visible=False, metadata={"napari_knossos_role": "selection box"})
+            self._add_helper_layer(self.box_layer)
+        return self.box_layer
 
     def nodes_in_box(self, a, b) -> np.ndarray:
         """Ids of the nodes inside the box between world positions ``a`` and ``b`` (2-D view): those
@@ -655,6 +677,9 @@ class TracingSession:
             except (ValueError, KeyError):
                 pass
         self._bound.clear()
+        if self.box_layer is not None and self.box_layer in self.viewer.layers:
+            self.viewer.layers.remove(self.box_layer)
+        self.box_layer = None
         for callbacks, cb in ((self.viewer.mouse_drag_callbacks, self._on_mouse_drag),
                               (self.viewer.mouse_wheel_callbacks, self._on_mouse_wheel)):
             if cb in callbacks:

@@ -28,6 +28,7 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QMainWindow,
     QPushButton,
     QSpinBox,
     QTableWidget,
@@ -75,8 +76,9 @@ READ_ONLY_ACTIONS = {"save", "jump_to_active", "traverse_forward", "traverse_bac
 ADVANCED_ONLY = {"synapse", "reverse_synapse"}
 REVIEW_MOUSE = {"left-click a node", "Shift / Ctrl + left-click", "Shift / Ctrl + left-drag elsewhere",
                 "left-drag / right-drag elsewhere"}  # selecting and moving the view: allowed in Review
-ACTIVITY_EVENTS = (QEvent.Type.KeyPress, QEvent.Type.MouseButtonPress, QEvent.Type.MouseButtonDblClick,
-                   QEvent.Type.Wheel)
+ACTIVITY_EVENTS = frozenset((QEvent.Type.KeyPress, QEvent.Type.MouseButtonPress, QEvent.Type.MouseButtonDblClick,
+                             QEvent.Type.Wheel))
+FILTERED_EVENTS = ACTIVITY_EVENTS | {QEvent.Type.ShortcutOverride}  # the app-wide filter looks at these only
 
 
 def user_data_dir() -> str:
@@ -166,7 +168,8 @@ class TracingWidget(QWidget):
         self._tick = QTimer(self)
         self._tick.timeout.connect(self._on_tick)
         self._tick.start(1000)
-        QApplication.instance().installEventFilter(self)  # working time: any key, click or wheel
+        self._filtering = False  # the app-wide event filter (working time, Ctrl+S) is installed
+        self._closed = False
         points, _ = find_skeleton_layers(napari_viewer)
         if points is not None or len(napari_viewer.layers):
             self.start()
@@ -450,6 +453,7 @@ class TracingWidget(QWidget):
         session.install()
         session.activity_callbacks.append(self.activity)
         session.save_handler = self.save
+        self._set_filtering(True)  # working time: any key, click or wheel
         session.editor.linking = self.linking.isChecked()
         session.editor.default_radius = float(self.default_radius.value())
         session.sync.set_show_comments(self.show_comments.isChecked())
@@ -480,18 +484,38 @@ class TracingWidget(QWidget):
         if self.timer is not None:
             self.timer.activity()
 
+    def _set_filtering(self, on: bool) -> None:
+        """Install / remove the app-wide event filter (only while a session exists)."""
+        if on != self._filtering:
+            app = QApplication.instance()
+            (app.installEventFilter if on else app.removeEventFilter)(self)
+            self._filtering = on
+
+    def _main_window(self) -> QWidget | None:
+        """napari's main window: up the parent chain to the QMainWindow (also when the dock floats)."""
+        w = self.parentWidget()
+        while w is not None and not isinstance(w, QMainWindow):
+            w = w.parentWidget()
+        return w
+
     def _in_viewer(self, obj) -> bool:
-        return (self.session is not None and isinstance(obj, QWidget) and obj.window() is self.window()
-                and obj.window() is not self)
+        """Is ``obj`` in napari's main window, or in this widget's own floating dock?"""
+        if self.session is None or not isinstance(obj, QWidget):
+            return False
+        window, own = obj.window(), self.window()
+        return window is self._main_window() or (window is own and own is not self)
 
     def eventFilter(self, obj, event) -> bool:
         """Application-wide, as KNOSSOS' ActivityEventFilter: key presses, mouse presses and wheel
-        turns in the viewer's window count as activity (also napari's own keys and pans).
+        turns in the viewer's window (and this widget's floating dock) count as activity (also
+        napari's own keys and pans). Other events return at once.
 
         Ctrl+S there saves the annotation (:data:`~napari_knossos.tracing.KEYS`' "save", the Save
         button) instead of napari's "Save Selected Layers" menu shortcut: the shortcut is claimed
         (ShortcutOverride accepted) and the key press handled here."""
         kind = event.type()
+        if kind not in FILTERED_EVENTS:
+            return False
         if kind in ACTIVITY_EVENTS and self._in_viewer(obj):
             self.activity()
         if kind in (QEvent.Type.ShortcutOverride, QEvent.Type.KeyPress) and _is_save_key(event) \
@@ -928,11 +952,28 @@ class TracingWidget(QWidget):
         ed.locking_word = self.locking_word.text()
         ed.locking_radius = float(self.locking_radius.value())
 
-    def closeEvent(self, event) -> None:
+    def shut_down(self) -> None:
+        """Stop timers and the event filter, unbind keys and mouse, write pending settings: when the
+        widget is closed or its dock removed (napari's "x" only unparents the widget)."""
         self._tick.stop()
-        QApplication.instance().removeEventFilter(self)
+        self._flush_timer.stop()
+        self._style_timer.stop()
+        self._set_filtering(False)
         if self._save_timer.isActive():
             self.save_settings()
-        if self.session is not None:
+        if self.session is not None and not self._closed:
             self.session.uninstall()
+            self.session.save_handler = None
+            if self.activity in self.session.activity_callbacks:
+                self.session.activity_callbacks.remove(self.activity)
+        self._closed = True
+
+    def event(self, event) -> bool:
+        removed = event.type() == QEvent.Type.ParentChange and self.parent() is None
+        if removed and getattr(self, "_closed", True) is False:
+            self.shut_down()  # the dock was removed (viewer.window.remove_dock_widget)
+        return super().event(event)
+
+    def closeEvent(self, event) -> None:
+        self.shut_down()
         super().closeEvent(event)
