@@ -845,6 +845,7 @@ def test_object_table_filters_selects_jumps_and_deletes_undoably(seg_viewer):
     index = model.index(model.table_row(ids[2]), model.COMMENT)
     qtbot.mouseClick(view.viewport(), Qt.MouseButton.LeftButton, pos=view.visualRect(index).center())
     assert session.selected_object == ids[2] and widget.comment.value == "axon 2"
+    assert session.active_id == widget.active_id.value == int(seg[10, 8 + 16 * 2, 8])  # its paint id
     # a double-click jumps there
     viewer.scene.camera.center = (0.0, 0.0, 0.0)
     index = model.index(model.table_row(ids[4]), model.ID)
@@ -870,6 +871,9 @@ def test_object_table_filters_selects_jumps_and_deletes_undoably(seg_viewer):
     qtbot.mouseClick(table.delete_button, Qt.MouseButton.LeftButton)
     assert ids[1] in segments.objects and "locked" in widget.status.value
     assert model.data(model.index(model.table_row(ids[1]), model.LOCK)) == "locked"
+    # deleting another object keeps the selection
+    assert widget.delete_object(ids[0]) and ids[0] not in segments.objects
+    assert session.selected_object == ids[1] == table.selected_id()
 
 
 def test_ctrl_z_undoes_segmentation_with_a_tool_on_and_tracing_without(seg_viewer):
@@ -896,18 +900,23 @@ def test_ctrl_z_undoes_segmentation_with_a_tool_on_and_tracing_without(seg_viewe
 def test_review_mode_refuses_painting_filling_and_merging(seg_viewer):
     viewer, widget, qtbot, _root, seg = seg_viewer
     session = widget.session
-    obj = session.segments.new_object([int(seg[10, 40, 40])], position=(40, 40, 10))
-    session.tracing.editor.set_mode("Review")
+    table = widget.objects_table
+    obj = session.segments.new_object([int(seg[10, 40, 40])], position=(40, 40, 10), comment="kept")
     widget.tool.value = "Paint"
+    widget.active_id.value = 777
+    drag(viewer, qtbot, [(100, 100), (100, 104)])  # an edit to undo, before Review mode
+    painted = mag1(widget)
+    assert painted[10, 100, 102] == 777
+    session.tracing.editor.set_mode("Review")
     widget.active_id.value = 999
     drag(viewer, qtbot, [(40, 30 + 2 * i) for i in range(6)])
-    assert (mag1(widget) == seg).all() and "Review" in widget.status.value
+    assert (mag1(widget) == painted).all() and "Review" in widget.status.value
     widget.status.value = ""
     drag(viewer, qtbot, [(40, 30), (40, 40)], modifier=Qt.KeyboardModifier.ShiftModifier)  # erase
-    assert (mag1(widget) == seg).all() and "Review" in widget.status.value
+    assert (mag1(widget) == painted).all() and "Review" in widget.status.value
     widget.tool.value = "Fill"
     click(viewer, qtbot, 80, 80)
-    assert (mag1(widget) == seg).all()
+    assert (mag1(widget) == painted).all()
     widget.tool.value = "Merge"
     left_click(viewer, qtbot, 40, 40)  # selecting an existing object is no edit
     assert session.selected_object == obj
@@ -915,12 +924,43 @@ def test_review_mode_refuses_painting_filling_and_merging(seg_viewer):
     assert set(session.segments.objects[obj].supervoxels) == {int(seg[10, 40, 40])} and len(session.segments) == 1
     press(viewer, qtbot, Qt.Key.Key_C)  # no new object either
     assert len(session.segments) == 1
+    # undo and redo: Ctrl+Z with a tool on, the Undo and Redo buttons
+    widget.status.value = ""
+    press(viewer, qtbot, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert (mag1(widget) == painted).all() and "Review" in widget.status.value
+    for button in (widget.undo_button, widget.redo_button):
+        widget.status.value = ""
+        qtbot.mouseClick(button.native, Qt.MouseButton.LeftButton)
+        assert (mag1(widget) == painted).all() and obj in session.segments.objects
+        assert "Review" in widget.status.value
+    # the object's fields: refused, and each field shows the stored value again
+    stored = session.segments.objects[obj]
+    widget.status.value = ""
+    widget.comment.native.setFocus()
+    qtbot.keyClicks(widget.comment.native, "X")
+    assert stored.comment == "kept" and widget.comment.value == "kept" and "Review" in widget.status.value
+    qtbot.mouseClick(widget.lock.native, Qt.MouseButton.LeftButton)
+    assert stored.immutable is False and widget.lock.value is False
+    qtbot.mouseClick(widget.todo.native, Qt.MouseButton.LeftButton)
+    assert stored.todo is False and widget.todo.value is False
+    widget.category.native.setFocus()
+    qtbot.keyClicks(widget.category.native, "m")
+    assert stored.category == "" and widget.category.value == ""
+    widget.status.value = ""
+    enter_color(widget, qtbot, "#ff0000")
+    assert stored.color is None and widget.color.value == "" and "Review" in widget.status.value
+    widget.status.value = ""
+    qtbot.mouseClick(table.delete_button, Qt.MouseButton.LeftButton)
+    assert obj in session.segments.objects and session.selected_object == obj and "Review" in widget.status.value
+    assert (mag1(widget) == painted).all() and len(session.segments) == 1
     session.tracing.editor.set_mode("Tracing")
     widget.tool.value = "Paint"
     assert widget.active_id.value == int(seg[10, 40, 40])  # the selected object's supervoxel
     widget.active_id.value = 999
     drag(viewer, qtbot, [(40, 30), (40, 34)])
     assert mag1(widget)[10, 40, 32] == 999
+    qtbot.keyClicks(widget.comment.native, "!")  # out of Review mode the fields edit again
+    assert stored.comment == "kept!"
 
 
 def test_brush_keys_change_the_radius_while_painting(seg_viewer):
@@ -951,3 +991,81 @@ def test_brush_keys_change_the_radius_while_painting(seg_viewer):
     widget.tool.value = "Fill"
     press(viewer, qtbot, Qt.Key.Key_Equal)
     assert session.brush_radius == 4 and session.labels.selected_label == label + 1
+
+
+def test_object_table_rows_follow_adds_and_removes_incrementally(qtbot):
+    """Added, removed and changed objects insert, remove or redraw their rows (no model reset), the
+    filters kept; while hidden the table waits and catches up when shown."""
+    from napari_knossos.annotation.segments import SegmentObjects
+    from napari_knossos.widgets.objects import ObjectTableModel, ObjectTableWidget
+
+    segments = SegmentObjects(())
+    for i in range(1, 41):
+        segments.new_object([i], object_id=10 * i, comment="axon" if i % 4 == 0 else "", category="mito")
+    table = ObjectTableWidget(segments)
+    qtbot.addWidget(table)
+    table.show()
+    qtbot.waitExposed(table)
+    segments.subscribe(lambda change: table.refresh(None, change.object_ids))
+    model = table.model
+    resets = []
+    model.modelReset.connect(lambda: resets.append(1))
+    qtbot.keyClicks(table.filter_box, "axon")
+    resets.clear()
+
+    def same_as_a_fresh_model():
+        fresh = ObjectTableModel(segments)
+        fresh.set_filter(text="axon")
+        assert model.shown_ids().tolist() == fresh.shown_ids().tolist()
+        for name in ("ids", "sizes", "categories", "comments", "locked", "todo", "colors"):
+            assert np.array_equal(getattr(model, name), getattr(fresh, name)), name
+
+    with qtbot.waitSignal(model.rowsInserted):
+        segments.new_object([1000], object_id=15, comment="axon new")  # between 10 and 20, shown
+    segments.new_object([1001], object_id=5)  # first, filtered out
+    segments.new_object([1002], object_id=999)  # last, filtered out
+    assert model.shown_ids().tolist() == [15, 40, 80, 120, 160, 200, 240, 280, 320, 360, 400]
+    same_as_a_fresh_model()
+    with qtbot.waitSignal(model.rowsRemoved):
+        segments.delete_object(80)
+    segments.delete_object(5)
+    segments.set_comment(30, "axon too")  # now passes the filter: its row appears
+    segments.set_comment(40, "")  # now filtered out: its row goes
+    segments.add_supervoxels(120, [2000, 2001])
+    same_as_a_fresh_model()
+    assert model.data(model.index(model.table_row(120), model.SIZE)) == "3"
+    segments.merge(160, 200)  # one step: one object removed, another changed
+    segments.undo()
+    segments.undo()
+    same_as_a_fresh_model()
+    assert resets == [] and table.count_label.text() == f"{model.rowCount()} of {len(segments)} objects"
+    table.hide()
+    segments.new_object([3000], object_id=77, comment="axon hidden")
+    segments.delete_object(200)
+    assert model.table_row(77) == -1 and model.table_row(200) >= 0  # waits while hidden
+    table.show()
+    qtbot.waitExposed(table)
+    assert model.table_row(77) >= 0 and model.table_row(200) == -1
+    same_as_a_fresh_model()
+
+
+def test_key_bindings_drop_removed_layers_and_do_not_pile_up(seg_viewer):
+    viewer, widget, qtbot, _root, _seg = seg_viewer
+    session = widget.session
+    for _ in range(3):
+        for tool in ("Paint", "Merge", "Off", "Fill"):
+            widget.tool.value = tool
+    count = len(session._bound_keys)
+    assert len({(id(t), k) for t, k, _, _ in session._bound_keys}) == count  # one entry per target and key
+    points = viewer.add_points(name="extra")
+    viewer.layers.selection.active = viewer.layers["color"]
+    widget.tool.value = "Paint"
+    viewer.layers.remove(points)
+    session.tracing.install()  # tracing binds its keys anew; ours follow
+    widget.tool.value = "Merge"
+    assert all(t is viewer or t in viewer.layers for t, *_ in session._bound_keys)
+    assert len(session._bound_keys) <= count + 2
+    widget.active_id.value = 4242
+    widget.tool.value = "Paint"
+    press(viewer, qtbot, Qt.Key.Key_C)  # still ours
+    assert session.selected_object is not None and widget.active_id.value != 4242

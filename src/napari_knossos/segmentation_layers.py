@@ -29,8 +29,9 @@ lookup-table colours; objects with a custom colour keep it (:meth:`SegmentationS
 ``=`` with Paint on shrink/grow the brush by one voxel (KNOSSOS Shift+'-'/Shift+'+': napari drops
 Shift on these keys and cannot bind '+', so ``=``, the '+' key unshifted, grows it).
 
-In the tracing session's Review mode (read-only), paint, erase, fill, merge, new and deleted objects
-are refused with a status message.
+In the tracing session's Review mode (read-only), every segmentation edit is refused with a status
+message: paint, erase, fill, merge, new, changed and deleted objects, undo and redo (all go through
+:meth:`SegmentationSession.guarded` or the undo step).
 """
 
 from __future__ import annotations
@@ -453,7 +454,11 @@ class SegmentationSession:
             self.apply_colors()
 
     # -- tools ------------------------------------------------------------------------------------
-    def _guard(self, action, *args, **kwargs):
+    def guarded(self, action, *args, **kwargs):
+        """Run one edit of the segments or the volume, ``action(*args, **kwargs)``: refused in Review mode,
+        and a refused edit (locked object, no permission ...) becomes a status message; None then."""
+        if self.refuse_if_read_only():
+            return None
         try:
             return action(*args, **kwargs)
         except (EditRefused, SegmentEditRefused) as refused:
@@ -484,7 +489,7 @@ class SegmentationSession:
         erase_only = None
         if erase and self.erase_selected_only and self.selected_object is not None:
             erase_only = {int(s) for s in self.segments.supervoxels_of(self.selected_object)} or None
-        return self._guard(self.volume.brush, self.volume.mags[level], tuple(self.voxel_of_world(world, level).tolist()),
+        return self.guarded(self.volume.brush, self.volume.mags[level], tuple(self.voxel_of_world(world, level).tolist()),
                            self.brush_radius, 0 if erase else self.active_id, shape=self.brush_shape,
                            dims=self.brush_dims, plane_axis=self._hidden_axis(), mode=mode, erase_only=erase_only,
                            bounds=self.bounds())
@@ -494,7 +499,7 @@ class SegmentationSession:
         if self.refuse_if_read_only():
             return None
         level = self.level
-        return self._guard(self.volume.fill, self.volume.mags[level], tuple(self.voxel_of_world(world, level).tolist()),
+        return self.guarded(self.volume.fill, self.volume.mags[level], tuple(self.voxel_of_world(world, level).tolist()),
                            self.active_id, dims=self.fill_dims, plane_axis=self._hidden_axis(),
                            bounds=self.fill_bounds())
 
@@ -546,13 +551,13 @@ class SegmentationSession:
             if self.selected_object is None:
                 self.status("select an object to unmerge from")
                 return None
-            return self._guard(self.segments.unmerge_at, sv, self.selected_object, only_supervoxel=only_supervoxel,
+            return self.guarded(self.segments.unmerge_at, sv, self.selected_object, only_supervoxel=only_supervoxel,
                                position=position)
         if self.selected_object is None or self.selected_object not in self.segments.objects:
-            obj = self._guard(self.segments.new_object, [sv], position=position)
+            obj = self.guarded(self.segments.new_object, [sv], position=position)
             self.select_object(obj)
             return obj
-        return self._guard(self.segments.merge_at, sv, self.selected_object, only_supervoxel=only_supervoxel,
+        return self.guarded(self.segments.merge_at, sv, self.selected_object, only_supervoxel=only_supervoxel,
                            position=position)
 
     def select_object(self, object_id: int | None) -> None:
@@ -583,7 +588,7 @@ class SegmentationSession:
             if self.refuse_if_read_only():
                 return self.selected_object
             position = tuple(int(c) for c in self._mag1_voxel(world)[::-1])
-            obj = self._guard(self.segments.new_object, [sv], position=position)
+            obj = self.guarded(self.segments.new_object, [sv], position=position)
             if obj is None:
                 return self.selected_object
         self.active_id = int(sv)
@@ -615,13 +620,16 @@ class SegmentationSession:
         self._future.clear()
 
     def undo(self) -> None:
-        """Undo the newest edit, whether a paint/fill or a merge/unmerge."""
+        """Undo the newest edit, whether a paint/fill or a merge/unmerge (refused in Review mode)."""
         self._step(self._history, self._future, "undo")
 
     def redo(self) -> None:
+        """Redo the edit undone last (refused in Review mode)."""
         self._step(self._future, self._history, "redo")
 
     def _step(self, source: list, target: list, what: str) -> None:
+        if self.refuse_if_read_only():
+            return
         while source:
             store = source.pop()
             model = self.volume if store == "volume" else self.segments
@@ -652,11 +660,11 @@ class SegmentationSession:
             tree = skel.tree_of(nid)
             obj = self._tree_objects.get(tree)
             if obj is None or obj not in self.segments.objects:
-                obj = self.segments.object_under_cursor(sv) or self._guard(
+                obj = self.segments.object_under_cursor(sv) or self.guarded(
                     self.segments.new_object, [sv], position=(int(x), int(y), int(z)))
                 self._tree_objects[tree] = obj
             elif sv not in set(self.segments.supervoxels_of(obj).tolist()):
-                self._guard(self.segments.merge_at, sv, obj, only_supervoxel=True, position=(int(x), int(y), int(z)))
+                self.guarded(self.segments.merge_at, sv, obj, only_supervoxel=True, position=(int(x), int(y), int(z)))
 
     # -- mouse ------------------------------------------------------------------------------------
     def _on_mouse_drag(self, viewer, event):
@@ -848,6 +856,7 @@ class SegmentationSession:
         paint tool) and the layer's own binding comes back on :meth:`unbind_keys`. Idempotent."""
         from napari.utils.key_bindings import coerce_keybinding
 
+        self._drop_stale_bindings()
         for target in [self.viewer, *self.viewer.layers]:
             for key in SEGMENTATION_KEYS:
                 keybinding = coerce_keybinding(key)
@@ -860,6 +869,16 @@ class SegmentationSession:
                 handler = self._key_handler(key, previous)
                 target.bind_key(key, handler, overwrite=True)
                 self._bound_keys.append((target, key, handler, current))
+
+    def _drop_stale_bindings(self) -> None:
+        """Forget bindings whose layer left the viewer or whose key another binding took over."""
+        from napari.utils.key_bindings import coerce_keybinding
+
+        layers = list(self.viewer.layers)
+        self._bound_keys = [
+            entry for entry in self._bound_keys
+            if (entry[0] is self.viewer or any(entry[0] is layer for layer in layers))
+            and entry[0].keymap.get(coerce_keybinding(entry[1])) is entry[2]]
 
     def unbind_keys(self) -> None:
         """Give every key binding :meth:`bind_keys` replaced back (where ours is still bound)."""
@@ -898,7 +917,7 @@ class SegmentationSession:
         if self.refuse_if_read_only():
             return None
         oid = max(self.segments.next_id(), self.volume.largest_id + 1)
-        obj = self._guard(self.segments.new_object, object_id=oid, position=self._view_center_mag1())
+        obj = self.guarded(self.segments.new_object, object_id=oid, position=self._view_center_mag1())
         if obj is None:
             return None
         self.select_object(obj)

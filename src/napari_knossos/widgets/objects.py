@@ -87,19 +87,24 @@ class ObjectTableModel(QAbstractTableModel):
         self._search = np.array([f"{comment}\n{category}".lower() for comment, category in zip(comments, categories)],
                                 dtype=_TEXT)
 
-    def _filter(self) -> np.ndarray:
-        keep = np.ones(len(self.ids), bool)
+    def _passes(self, index=None) -> np.ndarray:
+        """Which column rows (all, or those at ``index``) the filters keep (a bool array)."""
+        index = slice(None) if index is None else index
+        keep = np.ones(len(self.ids[index]), bool)
         text = self.text.strip().lower()
         if text:
-            match = np.strings.find(self._search, text) >= 0
+            match = np.strings.find(self._search[index], text) >= 0
             if text.isdigit():
-                match |= self.ids == np.uint64(min(int(text), 2**64 - 1))
+                match |= self.ids[index] == np.uint64(min(int(text), 2**64 - 1))
             keep &= match
         if self.category is not None:
-            keep &= self.categories == self.category
+            keep &= self.categories[index] == self.category
         if self.todo_only:
-            keep &= self.todo
-        return np.flatnonzero(keep)
+            keep &= self.todo[index]
+        return keep
+
+    def _filter(self) -> np.ndarray:
+        return np.flatnonzero(self._passes())
 
     def refresh(self) -> None:
         """Reload the columns from the objects and refilter."""
@@ -109,25 +114,75 @@ class ObjectTableModel(QAbstractTableModel):
         self.endResetModel()
 
     def update(self, object_ids) -> None:
-        """Objects ``object_ids`` changed (attributes or supervoxels): rewrite their rows in place
-        when no object was added or removed, else reload everything; then refilter."""
+        """Objects ``object_ids`` were added, removed or changed: insert, remove or rewrite just their
+        rows (Qt row signals, the filters kept); many at once (over :attr:`MAX_INCREMENTAL`) reload all."""
         segments = self.segments
-        changed = np.array(sorted(int(o) for o in object_ids), np.uint64)
-        rows = np.searchsorted(self.ids, changed)
-        if (segments is None or len(segments) != len(self.ids) or (rows >= len(self.ids)).any()
-                or (self.ids[rows] != changed).any() or not all(o in segments.objects for o in changed.tolist())):
+        if segments is None or len(object_ids) > self.MAX_INCREMENTAL:
             self.refresh()
             return
-        for row, oid in zip(rows.tolist(), changed.tolist()):
-            o = segments.objects[oid]
-            self.sizes[row] = len(o.supervoxels)
-            self.categories[row], self.comments[row] = o.category, o.comment
-            self.locked[row], self.todo[row] = o.immutable, o.todo
-            self.colors[row] = o.color if o.color is not None else (-1, -1, -1)
-            self._search[row] = f"{o.comment}\n{o.category}".lower()
-        self.beginResetModel()
-        self._rows = self._filter()
-        self.endResetModel()
+        objects = segments.objects
+        for oid in sorted(int(o) for o in object_ids):
+            i = int(np.searchsorted(self.ids, np.uint64(oid)))
+            listed = i < len(self.ids) and int(self.ids[i]) == oid
+            if oid not in objects:
+                if listed:
+                    self._remove_column_row(i)
+            elif listed:
+                self._write_column_row(i, objects[oid])
+                self._show_row(i)
+            else:
+                self._insert_column_row(i, objects[oid])
+                self._show_row(i)
+
+    MAX_INCREMENTAL = 256  # changed objects up to which update() edits rows instead of reloading
+
+    def _write_column_row(self, i: int, o) -> None:
+        self.sizes[i] = len(o.supervoxels)
+        self.categories[i], self.comments[i] = o.category, o.comment
+        self.locked[i], self.todo[i] = o.immutable, o.todo
+        self.colors[i] = o.color if o.color is not None else (-1, -1, -1)
+        self._search[i] = f"{o.comment}\n{o.category}".lower()
+
+    def _insert_column_row(self, i: int, o) -> None:
+        """A new object at column row ``i`` (not shown yet: :meth:`_show_row` decides)."""
+        self.ids = np.insert(self.ids, i, np.uint64(o.id))
+        self.sizes = np.insert(self.sizes, i, 0)
+        self.categories = np.insert(self.categories, i, "")
+        self.comments = np.insert(self.comments, i, "")
+        self.locked = np.insert(self.locked, i, False)
+        self.todo = np.insert(self.todo, i, False)
+        self.colors = np.insert(self.colors, i, -1, axis=0)
+        self._search = np.insert(self._search, i, "")
+        self._rows[self._rows >= i] += 1
+        self._write_column_row(i, o)
+
+    def _remove_column_row(self, i: int) -> None:
+        j = int(np.searchsorted(self._rows, i))
+        shown = j < len(self._rows) and self._rows[j] == i
+        if shown:
+            self.beginRemoveRows(QModelIndex(), j, j)
+            self._rows = np.delete(self._rows, j)
+        for name in ("ids", "sizes", "categories", "comments", "locked", "todo", "colors", "_search"):
+            setattr(self, name, np.delete(getattr(self, name), i, axis=0))
+        self._rows[self._rows > i] -= 1
+        if shown:
+            self.endRemoveRows()
+
+    def _show_row(self, i: int) -> None:
+        """Column row ``i`` changed: show, hide or redraw its table row as the filters now say."""
+        j = int(np.searchsorted(self._rows, i))
+        shown = j < len(self._rows) and self._rows[j] == i
+        keep = bool(self._passes(np.array([i]))[0])
+        if shown and keep:
+            self.dataChanged.emit(self.index(j, 0), self.index(j, len(self.HEADERS) - 1))
+        elif shown:
+            self.beginRemoveRows(QModelIndex(), j, j)
+            self._rows = np.delete(self._rows, j)
+            self.endRemoveRows()
+        elif keep:
+            self.beginInsertRows(QModelIndex(), j, j)
+            self._rows = np.insert(self._rows, j, i)
+            self.endInsertRows()
 
     def set_filter(self, *, text: str | None = None, category: str | None | type(...) = ...,
                    todo_only: bool | None = None) -> None:
@@ -209,6 +264,7 @@ class ObjectTableWidget(QWidget):
     def __init__(self, segments=None, parent=None):
         super().__init__(parent)
         self.model = ObjectTableModel(segments, self)
+        self._pending = None  # (selected, changed ids or None: everything) waiting for the table to show
         self.filter_box = QLineEdit(self)
         self.filter_box.setPlaceholderText("filter: comment, category or id")
         self.filter_box.setClearButtonEnabled(True)
@@ -248,23 +304,48 @@ class ObjectTableWidget(QWidget):
         self._count()
 
     def set_segments(self, segments) -> None:
+        self._pending = None
         self.model.set_segments(segments)
         self._fill_categories()
         self._count()
 
     def refresh(self, selected: int | None = None, object_ids=None) -> None:
-        """Reload after the objects changed (only the rows of ``object_ids`` if given and no object
-        was added or removed; the filters stay), then show ``selected``."""
+        """Update after the objects changed (only the rows of ``object_ids`` if given; the filters
+        stay), then show ``selected``. While the table is hidden this waits until it is shown."""
+        if not self.isVisible():
+            if object_ids is None or (self._pending is not None and self._pending[1] is None):
+                ids = None  # everything
+            else:
+                ids = set(object_ids) | (self._pending[1] if self._pending is not None else set())
+            self._pending = (selected, ids)
+            return
         if object_ids is None:
             self.model.refresh()
+            self._fill_categories()
         else:
             self.model.update(object_ids)
-        self._fill_categories()
+            self._fill_categories(object_ids)
         self._count()
         self.show_selected(selected)
 
-    def _fill_categories(self) -> None:
+    def showEvent(self, event) -> None:  # Qt
+        """Catch up with what changed while hidden."""
+        super().showEvent(event)
+        if self._pending is not None:
+            (selected, ids), self._pending = self._pending, None
+            if ids is not None and len(ids) > self.model.MAX_INCREMENTAL:
+                ids = None
+            self.refresh(selected, ids)
+
+    def _fill_categories(self, object_ids=None) -> None:
+        """The category filter's choices; after a change of ``object_ids`` only when one of them has a
+        category not listed yet (a category no longer used stays until the next full refresh)."""
         segments = self.model.segments
+        if object_ids is not None and segments is not None:
+            listed = {self.category_box.itemText(i) for i in range(self.category_box.count())}
+            objects = segments.objects
+            if all(not objects[o].category or objects[o].category in listed for o in object_ids if o in objects):
+                return
         names = [ALL_CATEGORIES, *(c for c in (segments.categories if segments is not None else []) if c)]
         current = self.category_box.currentText() or ALL_CATEGORIES
         if [self.category_box.itemText(i) for i in range(self.category_box.count())] == names:
@@ -294,6 +375,9 @@ class ObjectTableWidget(QWidget):
 
     def show_selected(self, object_id: int | None) -> None:
         """Select (and scroll to) the row of ``object_id`` without emitting ``object_clicked``."""
+        if self._pending is not None:  # hidden with changes to catch up with: select when shown
+            self._pending = (object_id, self._pending[1])
+            return
         row = -1 if object_id is None else self.model.table_row(object_id)
         selection = self.view.selectionModel()
         if row < 0:

@@ -141,7 +141,7 @@ class SegmentationWidget(Container):
         napari_viewer.layers.events.inserted.connect(lambda *_: self.layer_choice.reset_choices())
         napari_viewer.layers.events.removed.connect(lambda *_: self.layer_choice.reset_choices())
         self.native.layout().addWidget(self.objects_table)  # a Qt table in the magicgui container
-        self.objects_table.object_clicked.connect(self.select_object)
+        self.objects_table.object_clicked.connect(self.pick_object)
         self.objects_table.object_activated.connect(self._jump_to)
         self.objects_table.delete_requested.connect(self.delete_object)
         if find_segmentation_layers(napari_viewer):
@@ -320,13 +320,27 @@ class SegmentationWidget(Container):
         self.object_label.value = f"object {obj}: {len(o.supervoxels)} supervoxels"
         for widget, value in ((self.lock, o.immutable), (self.todo, o.todo), (self.comment, o.comment or ""),
                               (self.category, o.category or ""), (self.color, format_color(o.color))):
-            with widget.changed.blocked():
-                widget.value = value
+            if widget.value != value:  # unchanged text keeps its cursor
+                with widget.changed.blocked():
+                    widget.value = value
 
     def select_object(self, object_id: int | None) -> None:
         """Select an object (as a left-click on it does): the fields and the table show it."""
         if self.session is not None:
             self.session.select_object(object_id)
+
+    def pick_object(self, object_id: int) -> None:
+        """A click on the object's table row: select it and paint with its first supervoxel (ascending),
+        as a left-click on it in the canvas does."""
+        s = self.session
+        if s is None or object_id not in s.segments.objects:
+            return
+        supervoxels = s.segments.supervoxels_of(object_id)
+        if supervoxels.size:
+            s.active_id = int(supervoxels[0])
+            for callback in list(s.active_id_callbacks):
+                callback(s.active_id)
+        s.select_object(object_id)
 
     def _on_selection(self, object_id) -> None:
         self._show_object()
@@ -337,7 +351,7 @@ class SegmentationWidget(Container):
             self.objects_table.refresh(self.session.selected_object, getattr(change, "object_ids", None))
 
     def _jump_to(self, object_id) -> None:
-        self.select_object(object_id)
+        self.pick_object(object_id)
         self.jump_to_object()
 
     def delete_object(self, object_id: int | None = None) -> bool:
@@ -348,12 +362,11 @@ class SegmentationWidget(Container):
         if s is None or object_id is None or object_id not in s.segments.objects:
             self._show_status("select an object to delete")
             return False
-        if s.refuse_if_read_only():
-            return False
-        s._guard(s.segments.delete_object, object_id)
+        s.guarded(s.segments.delete_object, object_id)
         if object_id in s.segments.objects:
             return False
-        s.select_object(None)
+        if s.selected_object == object_id:
+            s.select_object(None)
         self._show_status(f"object {object_id} deleted")
         return True
 
@@ -365,10 +378,13 @@ class SegmentationWidget(Container):
             self.radius.value = value
 
     def _object_edit(self, method: str, value) -> None:
+        """A field of the selected object was edited: store it (one undo step); refused (Review mode, a
+        locked object) the field shows the stored value again."""
         s = self.session
         if s is None or s.selected_object is None:
             return
-        s._guard(getattr(s.segments, method), s.selected_object, value)
+        s.guarded(getattr(s.segments, method), s.selected_object, value)
+        self._show_object()
 
     def _on_key_active_id(self, value: int) -> None:
         """Key ``C`` made an object: show its id as the paint id and the object's fields."""
@@ -384,9 +400,10 @@ class SegmentationWidget(Container):
         try:
             rgb = parse_color(text) if isinstance(text, str) else text
             if rgb != s.segments.objects[s.selected_object].color:
-                s._guard(s.segments.set_color, s.selected_object, rgb)
+                s.guarded(s.segments.set_color, s.selected_object, rgb)
         except ValueError as error:  # parse_color's or set_color's (the 0-255 range)
             self._show_status(f"object {s.selected_object}: {error}")
+        self._show_object()  # the stored colour (the same text unless refused or invalid)
 
     def pick_object_color(self) -> None:
         """Choose the selected object's colour in Qt's colour dialog."""
@@ -460,7 +477,7 @@ class SegmentationWidget(Container):
             self._show_status("no active tree: trace or select one first")
             return None
         label, mesh = self.last_mesh
-        s._guard(editor.set_mesh, tree, mesh)
+        s.guarded(editor.set_mesh, tree, mesh)
         self._show_status(f"{label} is now the mesh of tree {tree}")
         return tree
 
