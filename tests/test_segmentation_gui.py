@@ -1069,3 +1069,19 @@ def test_key_bindings_drop_removed_layers_and_do_not_pile_up(seg_viewer):
     widget.tool.value = "Paint"
     press(viewer, qtbot, Qt.Key.Key_C)  # still ours
     assert session.selected_object is not None and widget.active_id.value != 4242
+
+
+def test_the_plugin_menu_docks_the_widget_scrollable_so_it_fits_a_small_screen(make_napari_viewer, qtbot, tmp_path):
+    """napari's Plugins menu (``add_plugin_dock_widget``) docks the Segmentation widget in a scroll
+    area, so the main window is not forced taller than the screen (1024 px under xvfb here)."""
+    seg = blocks((16, 64, 64))
+    root = write_webknossos_dataset(tmp_path / "ds", VOXEL, [WkLayerSpec("segmentation", "segmentation", {1: seg})])
+    viewer = make_napari_viewer(show=True)
+    viewer.open(str(root), plugin="napari-knossos")
+    _dock, dock_content = viewer.window.add_plugin_dock_widget("napari-knossos", "Segmentation")
+    qtbot.wait(50)
+    widget = dock_content.segmentation
+    assert widget.native.minimumSizeHint().height() > 900  # the widget itself is tall …
+    assert dock_content.minimumSizeHint().height() < 300  # … its dock is not
+    assert viewer.window._qt_window.height() <= 1024
+    assert widget.start() is not None and widget.session.labels.name == "segmentation"

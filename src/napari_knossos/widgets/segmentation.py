@@ -18,6 +18,8 @@ from magicgui.widgets import (
     RadioButtons,
     SpinBox,
 )
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QScrollArea
 
 from ..formats.inplace import ReadOnlyDatasetError
 from ..segmentation_layers import SegmentationSession, find_segmentation_layers
@@ -109,7 +111,7 @@ class SegmentationWidget(Container):
             self.lock, self.todo, self.comment, self.category, self.color, self.color_button,
             self.new_colors_button, self.jump_button, self.mesh_button,
             self.attach_mesh_button, self.undo_button, self.redo_button,
-            self.target, self.save_button, self.cursor, self.status], scrollable=True)  # taller than small screens
+            self.target, self.save_button, self.cursor, self.status])
         self.start_button.changed.connect(lambda *_: self.start())
         self.new_button.changed.connect(lambda *_: self.new_segmentation())
         self.tool.changed.connect(self._on_tool)
@@ -514,3 +516,22 @@ class SegmentationWidget(Container):
         except (OSError, ValueError) as error:
             self._show_status(f"not saved: {error}")
             return None
+
+
+class SegmentationDock(QScrollArea):
+    """The Segmentation widget in a vertical scroll area, as napari's Plugins menu docks it.
+
+    The widget is taller than small screens, and napari docks a magicgui widget's inner QWidget
+    (magicgui's own ``scrollable`` does not reach the dock), so the scroll area is made here. napari
+    passes the viewer to a class's ``napari_viewer`` argument (not to a plain function's). The
+    magicgui widget is ``.segmentation``.
+    """
+
+    def __init__(self, napari_viewer):
+        super().__init__()
+        self.segmentation = SegmentationWidget(napari_viewer)
+        self.setWidgetResizable(True)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setWidget(self.segmentation.native)
+        inner = self.segmentation.native.minimumSizeHint().width()
+        self.setMinimumWidth(inner + self.verticalScrollBar().sizeHint().width())
