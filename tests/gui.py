@@ -64,3 +64,18 @@ def blocks(shape_zyx, block=16, seed=0) -> np.ndarray:
     for axis in range(3):
         seg = np.repeat(seg, block, axis=axis)
     return np.ascontiguousarray(seg[tuple(slice(0, s) for s in shape_zyx)])
+
+
+def em_and_segmentation_dataset(folder, voxel_size_xyz, shape_zyx=(32, 128, 128)):
+    """A webKnossos dataset (our writer) with a "color" EM-like gradient and a "segmentation" of
+    :func:`blocks` at mags 1 and 2; returns (dataset folder, mag-1 segmentation)."""
+    from napari_knossos.formats.knossos_writer import pyramid
+    from napari_knossos.formats.wk_writer import WkLayerSpec, write_webknossos_dataset
+
+    seg = blocks(shape_zyx)
+    em = (np.indices(shape_zyx).sum(0) % 200 + 30).astype(np.uint8)
+    mags = pyramid(seg, 2, segmentation=True)
+    root = write_webknossos_dataset(folder, voxel_size_xyz, [
+        WkLayerSpec("color", "color", {1: em}),
+        WkLayerSpec("segmentation", "segmentation", {1: mags[0], 2: mags[1]})])
+    return root, seg

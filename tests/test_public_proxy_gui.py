@@ -6,19 +6,16 @@ from __future__ import annotations
 
 import warnings
 
-import numpy as np
 import pytest
 from napari.utils._proxies import PublicOnlyProxy  # what napari wraps plugin widgets' viewer in
 from qtpy.QtCore import QPoint, Qt
 
-from napari_knossos.formats.knossos_writer import pyramid
-from napari_knossos.formats.wk_writer import WkLayerSpec, write_webknossos_dataset
 from napari_knossos.widgets.movement_area import MovementAreaWidget
 from napari_knossos.widgets.segmentation import SegmentationWidget
 from napari_knossos.widgets.tracing import TracingWidget
 
 from . import gui
-from .gui import blocks, canvas, look_at, make_room
+from .gui import canvas, look_at, make_room
 
 VOXEL = (10.0, 10.0, 25.0)
 SCALE = (25.0, 10.0, 10.0)
@@ -31,12 +28,7 @@ def press_at(viewer, qtbot, path, button, modifier=Qt.KeyboardModifier.NoModifie
 @pytest.mark.filterwarnings("default::FutureWarning")
 def test_a_work_cycle_through_the_public_only_proxy(make_napari_viewer, qtbot, tmp_path, monkeypatch):
     monkeypatch.setenv("NAPARI_KNOSSOS_DATA_DIR", str(tmp_path / "data"))
-    seg = blocks((32, 128, 128))
-    em = (np.indices((32, 128, 128)).sum(0) % 200 + 30).astype(np.uint8)
-    mags = pyramid(seg, 2, segmentation=True)
-    root = write_webknossos_dataset(tmp_path / "ds", VOXEL, [
-        WkLayerSpec("color", "color", {1: em}),
-        WkLayerSpec("segmentation", "segmentation", {1: mags[0], 2: mags[1]})])
+    root, _seg = gui.em_and_segmentation_dataset(tmp_path / "ds", VOXEL)
     viewer = make_napari_viewer(show=True)
     viewer.open(str(root), plugin="napari-knossos")
     proxy = PublicOnlyProxy(viewer)

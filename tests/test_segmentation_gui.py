@@ -11,7 +11,6 @@ from qtpy.QtCore import Qt
 
 from napari_knossos.annotation.kzip import read_kzip
 from napari_knossos.formats import open_dataset
-from napari_knossos.formats.knossos_writer import pyramid
 from napari_knossos.formats.wk_writer import WkLayerSpec, write_webknossos_dataset
 from napari_knossos.widgets.segmentation import TARGETS, SegmentationWidget
 
@@ -26,12 +25,7 @@ SCALE = (20.0, 10.0, 10.0)  # z, y, x
 @pytest.fixture
 def seg_viewer(make_napari_viewer, qtbot, tmp_path, monkeypatch):
     monkeypatch.setenv("NAPARI_KNOSSOS_DATA_DIR", str(tmp_path / "data"))
-    seg = blocks((32, 128, 128))
-    em = (np.indices((32, 128, 128)).sum(0) % 200 + 30).astype(np.uint8)
-    mags = pyramid(seg, 2, segmentation=True)
-    root = write_webknossos_dataset(tmp_path / "ds", VOXEL, [
-        WkLayerSpec("color", "color", {1: em}),
-        WkLayerSpec("segmentation", "segmentation", {1: mags[0], 2: mags[1]})])
+    root, seg = gui.em_and_segmentation_dataset(tmp_path / "ds", VOXEL)
     viewer = make_napari_viewer(show=True)
     viewer.open(str(root), plugin="napari-knossos")
     widget = SegmentationWidget(viewer)
